@@ -1,0 +1,44 @@
+# d1ops — every target that needs tools installs them first (idempotent, skipped when up to date).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+D1OPS := $(BIN)/d1ops
+
+.PHONY: install test lint migrate-dev migrate-staging migrate-prod backup bench clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: install
+	$(BIN)/ruff check d1ops tests bench
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: install
+	$(BIN)/ruff check d1ops tests bench
+	$(BIN)/ruff format --check d1ops tests bench
+
+migrate-dev: install
+	$(D1OPS) migrate dev
+
+migrate-staging: install
+	$(D1OPS) promote --to staging
+
+migrate-prod: install
+	$(D1OPS) promote --to production
+
+backup: install
+	$(D1OPS) backup --env $(or $(ENV),dev)
+
+bench: install
+	$(BIN)/python bench/benchmark.py
+
+clean:
+	rm -rf $(VENV) node_modules .wrangler
