@@ -1,0 +1,3 @@
+from d1ops.cli import main
+
+main()

@@ -1,0 +1,74 @@
+"""Every error d1ops raises on purpose. Each message says what happened and what to do next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PENDING = 3
+
+
+class D1OpsError(Exception):
+    """Base of all d1ops errors; `exit_code` is what the CLI exits with."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(D1OpsError):
+    """environments.yaml or the wrangler config is missing, malformed or inconsistent (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(D1OpsError):
+    """A command was called with arguments that cannot work (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class WranglerNotFound(D1OpsError):
+    """No wrangler binary could be found."""
+
+
+class WranglerError(D1OpsError):
+    """A wrangler process failed, timed out, or printed something d1ops could not read."""
+
+    def __init__(self, argv: Sequence[str], exit_code: int | None, message: str) -> None:
+        self.argv = list(argv)
+        self.wrangler_exit_code = exit_code
+        self.detail = message
+        shown = " ".join(self.argv)
+        super().__init__(f"{message}\n  command: {shown}")
+
+
+class ContentionError(WranglerError):
+    """The local database stayed locked by another process (SQLITE_BUSY) after retries."""
+
+
+class MigrationFailed(D1OpsError):
+    """A migration's SQL failed; nothing of it was recorded."""
+
+
+class LockHeld(D1OpsError):
+    """Another d1ops run holds the environment's lock."""
+
+
+class GateRefused(D1OpsError):
+    """A promotion gate, a checksum check or a confirmation refused the run."""
+
+
+class BackupFailed(D1OpsError):
+    """A backup could not be taken or did not verify; the database was not touched."""
+
+
+class RestoreFailed(D1OpsError):
+    """A restore could not be done; says what state the database is in."""

@@ -1,0 +1,207 @@
+"""Migration files on disk: which files, in which order, their checksums, and what is wrong with them.
+
+The order is wrangler 4.86.0's own (`d1 migrations apply`): the `*.sql` names sorted as strings, then
+stable-sorted by `parseInt(name.split("_")[0])` — numeric prefix, then name. Files wrangler would apply,
+d1ops applies in the same order. `NNNN_name.down.sql` files are d1ops rollback files, not migrations.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from d1ops.errors import ConfigError, UsageError
+
+DOWN_SUFFIX = ".down.sql"
+STRICT_NAME = re.compile(r"^\d{4}_[A-Za-z0-9][A-Za-z0-9_-]*\.sql$")
+NEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_ -]*$")
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    name: str
+    path: Path
+    number: int | None
+    checksum: str
+    down_path: Path | None = None
+
+    def read_sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something wrong with the folder: `level` is "error" or "warning"."""
+
+    level: str
+    file: str
+    message: str
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    directory: Path
+    files: tuple[MigrationFile, ...]
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warning"]
+
+    def by_name(self) -> dict[str, MigrationFile]:
+        return {m.name: m for m in self.files}
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            lines = "\n".join(f"  {f.file}: {f.message}" for f in self.errors)
+            raise ConfigError(f"The migrations folder {self.directory.name}/ has errors:\n{lines}")
+
+
+def prefix_number(name: str) -> int | None:
+    """JavaScript's parseInt(name.split("_")[0]): leading digits of the first `_` part, or None (NaN)."""
+    match = re.match(r"\s*([+-]?\d+)", name.split("_")[0])
+    return int(match.group(1)) if match else None
+
+
+def _utf16_key(name: str) -> bytes:
+    # JavaScript sorts strings by UTF-16 code units.
+    return name.encode("utf-16-be")
+
+
+def _wrangler_compare(a: str, b: str) -> int:
+    na, nb = prefix_number(a), prefix_number(b)
+    x = math.nan if na is None else na
+    y = math.nan if nb is None else nb
+    if x < y:
+        return -1
+    if x > y:
+        return 1
+    return 0
+
+
+def wrangler_order(names: list[str]) -> list[str]:
+    """Order names exactly as `wrangler d1 migrations apply` does."""
+    by_string = sorted(names, key=_utf16_key)
+    return sorted(by_string, key=functools.cmp_to_key(_wrangler_compare))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def discover_migrations(directory: Path, baseline: str | None = None) -> MigrationSet:
+    """Read the migrations folder: files in wrangler's order, checksums, and findings.
+
+    After `baseline` (all files when it is None) a duplicate number or a name not of the form
+    NNNN_name.sql is an error and a gap a warning; at or before it nothing is reported. A file that is not
+    UTF-8 is always an error.
+    """
+    if not directory.is_dir():
+        raise ConfigError(
+            f"Migrations folder {directory} does not exist. Create it, or set 'migrations_dir' in "
+            "environments.yaml (or migrations_dir in the wrangler config)."
+        )
+    entries = {p.name: p for p in directory.iterdir() if p.name.endswith(".sql") and p.is_file()}
+    downs = {n[: -len(DOWN_SUFFIX)] + ".sql": p for n, p in entries.items() if n.endswith(DOWN_SUFFIX)}
+    names = wrangler_order([n for n in entries if not n.endswith(DOWN_SUFFIX)])
+
+    findings: list[Finding] = []
+    files: list[MigrationFile] = []
+    for name in names:
+        path = entries[name]
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            findings.append(
+                Finding("error", name, f"is not UTF-8 (byte {exc.start}); wrangler reads files as UTF-8. Re-save it.")
+            )
+        files.append(
+            MigrationFile(
+                name=name,
+                path=path,
+                number=prefix_number(name),
+                checksum=hashlib.sha256(data).hexdigest(),
+                down_path=downs.get(name),
+            )
+        )
+    for down_for, path in sorted(downs.items()):
+        if down_for not in entries:
+            findings.append(Finding("warning", path.name, f"is a rollback file for {down_for}, which does not exist."))
+
+    if baseline is not None and baseline not in entries:
+        raise ConfigError(
+            f"environments.yaml: key 'baseline': {baseline} is not a file in {directory.name}/. "
+            "Set it to the newest migration of the adopted history, or null."
+        )
+    judged = files[names.index(baseline) + 1 :] if baseline else files
+    findings.extend(_judge_names(judged, files[: len(files) - len(judged)]))
+    return MigrationSet(directory=directory, files=tuple(files), findings=tuple(findings))
+
+
+def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> list[Finding]:
+    findings: list[Finding] = []
+    seen = {m.number for m in before if m.number is not None}
+    previous = max(seen) if seen else None
+    for m in judged:
+        if not STRICT_NAME.match(m.name):
+            findings.append(
+                Finding("error", m.name, "is not named NNNN_name.sql (four digits, '_', letters/digits/'_'/'-').")
+            )
+            continue
+        assert m.number is not None
+        if m.number in seen:
+            findings.append(
+                Finding("error", m.name, f"shares number {m.number:04d} with another migration. Renumber it.")
+            )
+        elif previous is not None and m.number > previous + 1:
+            findings.append(
+                Finding("warning", m.name, f"leaves a gap after {previous:04d} (numbers {previous + 1:04d}.. unused).")
+            )
+        seen.add(m.number)
+        previous = m.number if previous is None else max(previous, m.number)
+    return findings
+
+
+def new_migration(directory: Path, name: str, *, now: datetime | None = None) -> Path:
+    """Create `NNNN_name.sql` with the next number (highest prefix + 1, four digits) and a header comment."""
+    if not NEW_NAME.match(name):
+        raise UsageError(f"Migration name '{name}' must be letters, digits, '_', '-' or spaces (e.g. add_tags).")
+    directory.mkdir(parents=True, exist_ok=True)
+    numbers = [prefix_number(p.name) for p in directory.glob("*.sql")]
+    number = max([n for n in numbers if n is not None] + [0]) + 1
+    slug = name.strip().replace(" ", "_")
+    path = directory / f"{number:04d}_{slug}.sql"
+    if path.exists():
+        raise UsageError(f"{path.name} already exists.")
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(
+        f"-- Migration number: {number:04d}\t{stamp}\n"
+        f"-- {slug}: describe what this changes and why.\n"
+        "-- D1 runs this file atomically: do not add BEGIN/COMMIT (remote D1 rejects them).\n"
+        f"-- Rollback: put the statements that undo it in {number:04d}_{slug}.down.sql.\n\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def sql_for_batch(sql: str) -> str:
+    """The migration's SQL made safe to append statements to: a final newline, and a final `;`."""
+    text = sql.rstrip("\n") + "\n"
+    if text.strip() and not sqlite3.complete_statement(text):
+        text += ";\n"
+    return text

@@ -1,0 +1,222 @@
+"""Applied state, kept in the database itself.
+
+- `d1_migrations` is wrangler's own table, created with wrangler's exact DDL, so `wrangler d1 migrations list`
+  agrees with d1ops and a database migrated by wrangler is adopted as it is.
+- `d1ops_migrations` holds what wrangler lacks: the checksum of each applied file, who applied it, how long it took.
+- `d1ops_lock` holds at most one row: the run that may change the database.
+
+A migration's SQL and both tracking rows go to wrangler in one `execute --file`, which D1 runs atomically:
+a failing statement records nothing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from d1ops.config import Environment
+from d1ops.errors import LockHeld, WranglerError
+from d1ops.migrations import MigrationFile
+from d1ops.wrangler import Wrangler
+
+WRANGLER_TABLE = "d1_migrations"
+CHECKSUM_TABLE = "d1ops_migrations"
+LOCK_TABLE = "d1ops_lock"
+TRACKING_TABLES = (WRANGLER_TABLE, CHECKSUM_TABLE, LOCK_TABLE)
+
+# wrangler 4.86.0's initMigrationsTable, character for character.
+WRANGLER_DDL = f"""CREATE TABLE IF NOT EXISTS {WRANGLER_TABLE}(
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		name       TEXT UNIQUE,
+		applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL
+);"""
+CHECKSUM_DDL = f"""CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE}(
+  name        TEXT PRIMARY KEY,
+  checksum    TEXT NOT NULL,
+  applied_at  TEXT NOT NULL,
+  applied_by  TEXT NOT NULL,
+  duration_ms INTEGER
+);"""
+LOCK_DDL = f"""CREATE TABLE IF NOT EXISTS {LOCK_TABLE}(
+  id          INTEGER PRIMARY KEY CHECK (id = 1),
+  owner       TEXT NOT NULL,
+  acquired_at TEXT NOT NULL
+);"""
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+
+
+def quote(value: str | None) -> str:
+    """An SQL string literal."""
+    if value is None:
+        return "NULL"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def actor() -> str:
+    """Who is running d1ops: $D1OPS_ACTOR, else user@host."""
+    explicit = os.environ.get("D1OPS_ACTOR") or os.environ.get("GITHUB_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def new_lock_owner() -> str:
+    return f"{actor()} run {uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    name: str
+    applied_at: str
+    checksum: str | None
+    applied_by: str | None
+    duration_ms: int | None
+
+
+@dataclass(frozen=True)
+class EnvState:
+    """What one environment's database says has been applied."""
+
+    env: str
+    applied: dict[str, AppliedMigration]
+    lock_owner: str | None = None
+    lock_acquired_at: str | None = None
+
+    @property
+    def applied_names(self) -> list[str]:
+        return list(self.applied)
+
+
+_STATE_QUERY = f"""SELECT m.id, m.name, m.applied_at, c.checksum, c.applied_by, c.duration_ms
+FROM {WRANGLER_TABLE} m LEFT JOIN {CHECKSUM_TABLE} c ON c.name = m.name ORDER BY m.id"""
+_LOCK_QUERY = f"SELECT owner, acquired_at FROM {LOCK_TABLE} WHERE id = 1"
+
+
+def _applied_from(rows: list[dict[str, object]]) -> dict[str, AppliedMigration]:
+    applied: dict[str, AppliedMigration] = {}
+    for row in rows:
+        duration = row.get("duration_ms")
+        applied[str(row["name"])] = AppliedMigration(
+            name=str(row["name"]),
+            applied_at=str(row.get("applied_at") or ""),
+            checksum=row.get("checksum") or None,  # type: ignore[arg-type]
+            applied_by=row.get("applied_by") or None,  # type: ignore[arg-type]
+            duration_ms=int(duration) if isinstance(duration, int | float) else None,
+        )
+    return applied
+
+
+def read_state(wrangler: Wrangler, env: Environment) -> EnvState:
+    """Read applied migrations without writing anything: 1 wrangler process (2 on a never-tracked database)."""
+    try:
+        result = wrangler.execute(env, command=f"{_STATE_QUERY};\n{_LOCK_QUERY};")
+        return _state_from(env, result[0].results, result[1].results)
+    except WranglerError as exc:
+        if "no such table" not in exc.detail:
+            raise
+    present = {
+        str(r["name"])
+        for r in wrangler.execute(
+            env,
+            command="SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+            f"({', '.join(quote(t) for t in TRACKING_TABLES)})",
+        )[0].results
+    }
+    queries = []
+    if WRANGLER_TABLE in present:
+        queries.append(
+            _STATE_QUERY
+            if CHECKSUM_TABLE in present
+            else f"SELECT id, name, applied_at FROM {WRANGLER_TABLE} ORDER BY id"
+        )
+    if LOCK_TABLE in present:
+        queries.append(_LOCK_QUERY)
+    if not queries:
+        return EnvState(env=env.name, applied={})
+    result = wrangler.execute(env, command=";\n".join(queries) + ";")
+    rows = result[0].results if WRANGLER_TABLE in present else []
+    lock_rows = result[-1].results if LOCK_TABLE in present else []
+    return _state_from(env, rows, lock_rows)
+
+
+def _state_from(env: Environment, rows: list[dict[str, object]], lock_rows: list[dict[str, object]]) -> EnvState:
+    lock = lock_rows[0] if lock_rows else {}
+    return EnvState(
+        env=env.name,
+        applied=_applied_from(rows),
+        lock_owner=lock.get("owner") or None,  # type: ignore[arg-type]
+        lock_acquired_at=lock.get("acquired_at") or None,  # type: ignore[arg-type]
+    )
+
+
+def lock_and_read_state(
+    wrangler: Wrangler, env: Environment, owner: str, files: tuple[MigrationFile, ...]
+) -> EnvState:
+    """Create the tracking tables, take the lock, adopt checksums of wrangler-applied files, read state.
+
+    One wrangler process, one atomic batch. Raises LockHeld (naming the holder) when another run has it.
+    A migration applied by plain wrangler gets the checksum of the file on disk recorded, once.
+    """
+    statements = [
+        WRANGLER_DDL,
+        CHECKSUM_DDL,
+        LOCK_DDL,
+        f"INSERT OR IGNORE INTO {LOCK_TABLE}(id, owner, acquired_at) VALUES (1, {quote(owner)}, {NOW});",
+    ]
+    if files:
+        values = ", ".join(f"({quote(f.name)}, {quote(f.checksum)})" for f in files)
+        statements.append(
+            f"INSERT INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms)\n"
+            f"SELECT m.name, f.column2, m.applied_at, 'adopted from wrangler', NULL\n"
+            f"FROM {WRANGLER_TABLE} m JOIN (VALUES {values}) f ON f.column1 = m.name\n"
+            f"WHERE m.name NOT IN (SELECT name FROM {CHECKSUM_TABLE})\n"
+            f"  AND EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});"
+        )
+    statements += [_STATE_QUERY + ";", _LOCK_QUERY + ";"]
+    result = wrangler.execute(env, command="\n".join(statements))
+    state = _state_from(env, result[-2].results, result[-1].results)
+    if state.lock_owner != owner:
+        raise LockHeld(
+            f"Environment '{env.name}' is locked by {state.lock_owner} since {state.lock_acquired_at}. "
+            f"Wait for that run to finish; if it died, release the lock with `d1ops unlock {env.name}`."
+        )
+    return state
+
+
+def release_lock_sql(owner: str) -> str:
+    return f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)};\n"
+
+
+def release_lock(wrangler: Wrangler, env: Environment, owner: str | None = None) -> None:
+    """Release the lock (only ours, unless `owner` is None: `d1ops unlock` forcing it)."""
+    where = "" if owner is None else f" AND owner = {quote(owner)}"
+    wrangler.execute(
+        env,
+        command=f"{LOCK_DDL}\nDELETE FROM {LOCK_TABLE} WHERE id = 1{where};",
+    )
+
+
+def migration_batch(migration: MigrationFile, sql: str, applied_by: str, *, release_owner: str | None) -> str:
+    """The file sent to wrangler for one migration: a start marker, its SQL, both tracking rows.
+
+    The start marker goes first so the duration is measured by the database inside the same atomic batch.
+    """
+    name = quote(migration.name)
+    parts = [
+        f"INSERT OR REPLACE INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms) "
+        f"VALUES ({name}, {quote(migration.checksum)}, {NOW}, {quote(applied_by)}, NULL);\n",
+        sql,
+        f"INSERT INTO {WRANGLER_TABLE} (name) values ({name});\n",
+        f"UPDATE {CHECKSUM_TABLE} SET duration_ms = "
+        f"CAST(ROUND((julianday('now') - julianday(applied_at)) * 86400000) AS INTEGER) WHERE name = {name};\n",
+    ]
+    if release_owner:
+        parts.append(release_lock_sql(release_owner))
+    return "".join(parts)

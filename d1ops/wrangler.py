@@ -1,0 +1,336 @@
+"""The one seam to the outside world: every `wrangler` process d1ops starts is started here.
+
+Each call builds an argv list (never a shell string), runs with a timeout and no stdin (wrangler never waits
+on a prompt), and turns any failure into `WranglerError(argv, exit_code, message)` with secrets redacted.
+`Wrangler.processes` counts the processes started: the cost model of every command (~1 s each).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sh
+
+from d1ops.config import Environment
+from d1ops.errors import ContentionError, UsageError, WranglerError, WranglerNotFound
+
+PINNED_MAJOR = 4
+DEFAULT_TIMEOUT = 300.0
+BUSY_RETRIES = 4
+QUIET_ENV = {
+    "WRANGLER_SEND_METRICS": "false",
+    "WRANGLER_SEND_ERROR_REPORTS": "false",
+    "WRANGLER_HIDE_BANNER": "true",
+    "CLOUDFLARE_CF_FETCH_ENABLED": "false",
+    "NO_COLOR": "1",
+    "FORCE_COLOR": "0",
+}
+SECRET_VARS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY", "CF_API_TOKEN", "CF_API_KEY")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)((?:api[_-]?token|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{8,}"),
+)
+
+
+def redact(text: str, environ: dict[str, str] | None = None) -> str:
+    """Remove API tokens from text: known secret variables' values, and bearer/token patterns."""
+    environ = os.environ if environ is None else environ
+    for var in SECRET_VARS:
+        value = environ.get(var)
+        if value and len(value) >= 4:
+            text = text.replace(value, "[REDACTED]")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
+    return text
+
+
+def find_wrangler(root: Path) -> str:
+    """$D1OPS_WRANGLER, then ./node_modules/.bin/wrangler, then wrangler on PATH."""
+    explicit = os.environ.get("D1OPS_WRANGLER")
+    if explicit:
+        if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
+            raise WranglerNotFound(
+                f"D1OPS_WRANGLER points at {explicit}, which is not an executable file. "
+                "Fix the variable, or unset it to use ./node_modules/.bin/wrangler."
+            )
+        return explicit
+    local = root / "node_modules" / ".bin" / "wrangler"
+    if local.is_file():
+        return str(local)
+    on_path = shutil.which("wrangler")
+    if on_path:
+        return on_path
+    raise WranglerNotFound(
+        "wrangler not found (looked at $D1OPS_WRANGLER, ./node_modules/.bin/wrangler and PATH). "
+        "Install it with `npm ci` (or `make install`) in the project root."
+    )
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One element of `d1 execute --json`: the rows of one statement."""
+
+    results: list[dict[str, Any]]
+    meta: dict[str, Any]
+
+
+class Wrangler:
+    """Runs wrangler for one project. Thread-safe; counts the processes it starts."""
+
+    def __init__(
+        self,
+        root: Path,
+        wrangler_config: Path,
+        *,
+        binary: str | None = None,
+        timeout: float | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.root = root
+        self.wrangler_config = wrangler_config
+        self._binary = binary
+        self.timeout = timeout or float(os.environ.get("D1OPS_WRANGLER_TIMEOUT", DEFAULT_TIMEOUT))
+        self.extra_env = dict(extra_env or {})
+        self.processes = 0
+        self._count_lock = threading.Lock()
+        self._version: str | None = None
+
+    # -- the seam -------------------------------------------------------------------------------------------
+    @property
+    def binary(self) -> str:
+        if self._binary is None:
+            self._binary = find_wrangler(self.root)
+        return self._binary
+
+    def environ(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(QUIET_ENV)
+        env.update(self.extra_env)
+        return env
+
+    def run(self, args: list[str], *, timeout: float | None = None) -> str:
+        """Start `wrangler ARGS` and return its stdout; the only place a process is started."""
+        argv = [self.binary, *args]
+        env = self.environ()
+        with self._count_lock:
+            self.processes += 1
+        limit = timeout or self.timeout
+        try:
+            cmd = sh.Command(argv[0])(
+                *argv[1:],
+                _cwd=str(self.root),
+                _env=env,
+                _in="",
+                _timeout=limit,
+                _timeout_signal=signal.SIGKILL,
+                _new_session=True,
+                _return_cmd=True,
+                _tty_out=False,
+                _decode_errors="replace",
+            )
+        except sh.ErrorReturnCode as exc:
+            out = exc.stdout.decode("utf-8", "replace")
+            err = exc.stderr.decode("utf-8", "replace")
+            raise WranglerError(self._shown(argv, env), exc.exit_code, redact(error_text(out, err), env)) from None
+        except sh.TimeoutException:
+            raise WranglerError(
+                self._shown(argv, env),
+                None,
+                f"wrangler did not finish within {limit:.0f} s and was stopped. "
+                "Check the network / API base URL, or raise D1OPS_WRANGLER_TIMEOUT.",
+            ) from None
+        except (sh.CommandNotFound, PermissionError, FileNotFoundError, OSError) as exc:
+            raise WranglerNotFound(
+                f"wrangler could not be started ({exc}). Install it with `npm ci` (or `make install`)."
+            ) from None
+        return str(cmd.stdout)
+
+    def _shown(self, argv: list[str], env: dict[str, str]) -> list[str]:
+        return [redact(a, env) for a in ["wrangler", *argv[1:]]]
+
+    # -- version ----------------------------------------------------------------------------------------------
+    def version(self) -> str:
+        """The wrangler version, read from its package.json when possible (no process), else `--version`."""
+        if self._version is None:
+            self._version = _version_from_package(self.binary) or self._version_from_process()
+        return self._version
+
+    def _version_from_process(self) -> str:
+        out = self.run(["--version"], timeout=60)
+        match = re.search(r"(\d+\.\d+\.\d+)", out)
+        if not match:
+            raise WranglerError(["wrangler", "--version"], 0, f"unexpected version output: {out.strip()[:200]}")
+        return match.group(1)
+
+    def check_version(self) -> str:
+        version = self.version()
+        if int(version.split(".")[0]) < PINNED_MAJOR:
+            raise UsageError(
+                f"wrangler {version} is older than the supported major {PINNED_MAJOR}. "
+                "Run `npm ci` to install the version pinned in package.json."
+            )
+        return version
+
+    # -- D1 commands ----------------------------------------------------------------------------------------
+    def target_args(self, env: Environment) -> list[str]:
+        args = ["--remote" if env.is_remote else "--local"]
+        if env.wrangler_env:
+            args += ["--env", env.wrangler_env]
+        args += ["--config", str(self.wrangler_config)]
+        return args
+
+    def execute(
+        self, env: Environment, *, command: str | None = None, file: Path | None = None
+    ) -> list[Statement]:
+        """`d1 execute DB --json` with --command or --file; retried while the local database is busy."""
+        if (command is None) == (file is None):
+            raise UsageError("execute needs exactly one of --command or --file.")
+        args = ["d1", "execute", env.binding.binding, *self.target_args(env), "--json", "--yes"]
+        args += ["--command", command] if command is not None else ["--file", str(file)]
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                out = self.run(args)
+                break
+            except WranglerError as exc:
+                if "SQLITE_BUSY" not in exc.detail and "database is locked" not in exc.detail:
+                    raise
+                if attempt == BUSY_RETRIES:
+                    raise ContentionError(
+                        exc.argv,
+                        exc.wrangler_exit_code,
+                        f"{exc.detail}\nThe database stayed locked by another process after "
+                        f"{BUSY_RETRIES + 1} tries. Wait for the other wrangler/d1ops run to finish and retry.",
+                    ) from None
+                time.sleep(0.3 * 2**attempt)
+        return parse_statements(out, args)
+
+    def export(
+        self,
+        env: Environment,
+        output: Path,
+        *,
+        tables: tuple[str, ...] = (),
+        no_data: bool = False,
+        no_schema: bool = False,
+    ) -> None:
+        args = ["d1", "export", env.binding.binding, *self.target_args(env), "--output", str(output)]
+        for table in tables:
+            args += ["--table", table]
+        if no_data:
+            args.append("--no-data")
+        if no_schema:
+            args.append("--no-schema")
+        self.run(args)
+
+    def create(self, name: str, *, location: str | None = None) -> str:
+        args = ["d1", "create", name, "--config", str(self.wrangler_config)]
+        if location:
+            args += ["--location", location]
+        return self.run(args)
+
+    def info(self, env: Environment) -> dict[str, Any]:
+        args = ["d1", "info", env.binding.binding, *self.target_args(env), "--json"]
+        return _parse_json(self.run(args), args)
+
+    def list_databases(self) -> list[dict[str, Any]]:
+        args = ["d1", "list", "--json", "--config", str(self.wrangler_config)]
+        data = _parse_json(self.run(args), args)
+        return data if isinstance(data, list) else []
+
+    def time_travel_info(self, env: Environment, *, timestamp: str | None = None) -> dict[str, Any]:
+        args = ["d1", "time-travel", "info", env.binding.binding, *self.target_args(env), "--json"]
+        if timestamp:
+            args += ["--timestamp", timestamp]
+        return _parse_json(self.run(args), args)
+
+    def time_travel_restore(
+        self, env: Environment, *, bookmark: str | None = None, timestamp: str | None = None
+    ) -> dict[str, Any]:
+        args = ["d1", "time-travel", "restore", env.binding.binding, *self.target_args(env), "--json"]
+        if bookmark:
+            args += ["--bookmark", bookmark]
+        elif timestamp:
+            args += ["--timestamp", timestamp]
+        else:
+            raise UsageError("time-travel restore needs a bookmark or a timestamp.")
+        return _parse_json(self.run(args), args)
+
+
+def _version_from_package(binary: str) -> str | None:
+    try:
+        real = Path(binary).resolve()
+        for parent in real.parents:
+            package = parent / "package.json"
+            if package.is_file():
+                data = json.loads(package.read_text(encoding="utf-8"))
+                return data.get("version") if data.get("name") == "wrangler" else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _first_json(text: str) -> Any:
+    """Parse the first JSON document in wrangler's stdout (it may be preceded by log lines)."""
+    text = _ANSI.sub("", text)
+    for match in re.finditer(r"^[\[{]", text, re.MULTILINE):
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text[match.start() :])
+            return value
+        except json.JSONDecodeError:
+            continue
+    raise ValueError("no JSON document in output")
+
+
+def _parse_json(out: str, args: list[str]) -> Any:
+    try:
+        return _first_json(out)
+    except ValueError:
+        raise WranglerError(
+            ["wrangler", *args], 0, f"wrangler printed no JSON where JSON was expected: {out.strip()[:300]}"
+        ) from None
+
+
+def parse_statements(out: str, args: list[str]) -> list[Statement]:
+    data = _parse_json(out, args)
+    if isinstance(data, dict) and "error" in data:
+        raise WranglerError(["wrangler", *args], 0, _error_from_json(data))
+    if not isinstance(data, list):
+        data = [data]
+    return [Statement(results=list(d.get("results") or []), meta=dict(d.get("meta") or {})) for d in data]
+
+
+def _error_from_json(data: dict[str, Any]) -> str:
+    error = data.get("error")
+    if isinstance(error, dict):
+        text = error.get("text") or error.get("message") or json.dumps(error)
+        notes = [n.get("text", "") for n in error.get("notes") or [] if isinstance(n, dict)]
+        return " ".join([str(text), *[n for n in notes if n]])
+    return str(error)
+
+
+def error_text(stdout: str, stderr: str) -> str:
+    """wrangler's own error message: the JSON `error.text` when --json, else its ✘ [ERROR] lines."""
+    try:
+        data = _first_json(stdout)
+        if isinstance(data, dict) and "error" in data:
+            return _error_from_json(data)
+    except ValueError:
+        pass
+    lines = [_ANSI.sub("", line).strip() for line in (stderr + "\n" + stdout).splitlines()]
+    errors = [line for line in lines if "[ERROR]" in line]
+    if errors:
+        index = lines.index(errors[0])
+        tail = [line for line in lines[index + 1 : index + 6] if line and not line.startswith("🪵")]
+        return " ".join([errors[0].split("[ERROR]", 1)[1].strip(), *tail]).strip()
+    meaningful = [line for line in lines if line and not line.startswith("🪵")]
+    return " ".join(meaningful[-5:]) or "wrangler failed without printing an error"
