@@ -301,7 +301,7 @@ def resolve_binding(
         f"environments.yaml: environment '{env_name}': database '{database}' has no d1_databases entry in "
         f"{place} of {wrangler_path.name}. wrangler does not inherit d1_databases into [env.X], and remotely it "
         f"would look '{database}' up as a database name. Add a [[{'env.' + wrangler_env + '.' if wrangler_env else ''}"
-        f"d1_databases]] entry with binding = \"{database}\"."
+        f'd1_databases]] entry with binding = "{database}".'
     )
 
 

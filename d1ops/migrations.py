@@ -2,7 +2,11 @@
 
 The order is wrangler 4.86.0's own (`d1 migrations apply`): the `*.sql` names sorted as strings, then
 stable-sorted by `parseInt(name.split("_")[0])` — numeric prefix, then name. Files wrangler would apply,
-d1ops applies in the same order. `NNNN_name.down.sql` files are d1ops rollback files, not migrations.
+d1ops applies in the same order.
+
+Rollback files: `down/NNNN_name.sql` (wrangler reads only the folder's top level, so it never sees them), or
+`NNNN_name.down.sql` beside the migration. d1ops never applies the latter as a migration, but wrangler would
+(it takes every `*.sql`), so they get a warning: move them into `down/`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from d1ops.errors import ConfigError, UsageError
 
 DOWN_SUFFIX = ".down.sql"
+DOWN_DIR = "down"
 STRICT_NAME = re.compile(r"^\d{4}_[A-Za-z0-9][A-Za-z0-9_-]*\.sql$")
 NEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_ -]*$")
 
@@ -117,6 +122,9 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
         )
     entries = {p.name: p for p in directory.iterdir() if p.name.endswith(".sql") and p.is_file()}
     downs = {n[: -len(DOWN_SUFFIX)] + ".sql": p for n, p in entries.items() if n.endswith(DOWN_SUFFIX)}
+    beside = set(downs)
+    if (directory / DOWN_DIR).is_dir():
+        downs.update({p.name: p for p in (directory / DOWN_DIR).glob("*.sql") if p.is_file()})
     names = wrangler_order([n for n in entries if not n.endswith(DOWN_SUFFIX)])
 
     findings: list[Finding] = []
@@ -128,7 +136,11 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             findings.append(
-                Finding("error", name, f"is not UTF-8 (byte {exc.start}); wrangler reads files as UTF-8. Re-save it.")
+                Finding(
+                    "error",
+                    name,
+                    f"is not UTF-8 (byte {exc.start}); wrangler reads files as UTF-8. Re-save it.",
+                )
             )
         files.append(
             MigrationFile(
@@ -140,8 +152,18 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
             )
         )
     for down_for, path in sorted(downs.items()):
+        shown = path.name if down_for in beside else f"{DOWN_DIR}/{path.name}"
         if down_for not in entries:
-            findings.append(Finding("warning", path.name, f"is a rollback file for {down_for}, which does not exist."))
+            findings.append(Finding("warning", shown, f"is a rollback file for {down_for}, which does not exist."))
+        if down_for in beside:
+            findings.append(
+                Finding(
+                    "warning",
+                    shown,
+                    f"wrangler d1 migrations apply would run this rollback as a migration; move it to "
+                    f"{DOWN_DIR}/{down_for}.",
+                )
+            )
 
     if baseline is not None and baseline not in entries:
         raise ConfigError(
@@ -170,7 +192,11 @@ def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> li
             )
         elif previous is not None and m.number > previous + 1:
             findings.append(
-                Finding("warning", m.name, f"leaves a gap after {previous:04d} (numbers {previous + 1:04d}.. unused).")
+                Finding(
+                    "warning",
+                    m.name,
+                    f"leaves a gap after {previous:04d} (numbers {previous + 1:04d}.. unused).",
+                )
             )
         seen.add(m.number)
         previous = m.number if previous is None else max(previous, m.number)

@@ -156,9 +156,7 @@ def _state_from(env: Environment, rows: list[dict[str, object]], lock_rows: list
     )
 
 
-def lock_and_read_state(
-    wrangler: Wrangler, env: Environment, owner: str, files: tuple[MigrationFile, ...]
-) -> EnvState:
+def lock_and_read_state(wrangler: Wrangler, env: Environment, owner: str, files: tuple[MigrationFile, ...]) -> EnvState:
     """Create the tracking tables, take the lock, adopt checksums of wrangler-applied files, read state.
 
     One wrangler process, one atomic batch. Raises LockHeld (naming the holder) when another run has it.

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -76,6 +77,29 @@ def find_wrangler(root: Path) -> str:
     )
 
 
+def _decode(data: bytes | str) -> str:
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+def _tail(path: Path, size: int = 65536) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - size))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 @dataclass(frozen=True)
 class Statement:
     """One element of `d1 execute --json`: the rows of one statement."""
@@ -101,9 +125,20 @@ class Wrangler:
         self._binary = binary
         self.timeout = timeout or float(os.environ.get("D1OPS_WRANGLER_TIMEOUT", DEFAULT_TIMEOUT))
         self.extra_env = dict(extra_env or {})
-        self.processes = 0
-        self._count_lock = threading.Lock()
+        self._counter = _Counter()
         self._version: str | None = None
+
+    @property
+    def processes(self) -> int:
+        """How many wrangler processes this project (and its scratch siblings) started so far."""
+        return self._counter.value
+
+    def sibling(self, root: Path, wrangler_config: Path) -> Wrangler:
+        """The same wrangler for another (scratch) project, counted in the same total."""
+        other = Wrangler(root, wrangler_config, binary=self.binary, timeout=self.timeout, extra_env=self.extra_env)
+        other._counter = self._counter
+        other._version = self._version
+        return other
 
     # -- the seam -------------------------------------------------------------------------------------------
     @property
@@ -118,12 +153,14 @@ class Wrangler:
         env.update(self.extra_env)
         return env
 
-    def run(self, args: list[str], *, timeout: float | None = None) -> str:
-        """Start `wrangler ARGS` and return its stdout; the only place a process is started."""
+    def run(self, args: list[str], *, timeout: float | None = None, out_file: Path | None = None) -> str:
+        """Start `wrangler ARGS` and return its stdout; the only place a process is started.
+
+        With `out_file`, stdout goes to that file instead of memory (huge outputs) and "" is returned.
+        """
         argv = [self.binary, *args]
         env = self.environ()
-        with self._count_lock:
-            self.processes += 1
+        self._counter.add()
         limit = timeout or self.timeout
         try:
             cmd = sh.Command(argv[0])(
@@ -137,9 +174,10 @@ class Wrangler:
                 _return_cmd=True,
                 _tty_out=False,
                 _decode_errors="replace",
+                **({"_out": str(out_file)} if out_file else {}),
             )
         except sh.ErrorReturnCode as exc:
-            out = exc.stdout.decode("utf-8", "replace")
+            out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
             err = exc.stderr.decode("utf-8", "replace")
             raise WranglerError(self._shown(argv, env), exc.exit_code, redact(error_text(out, err), env)) from None
         except sh.TimeoutException:
@@ -153,10 +191,11 @@ class Wrangler:
             raise WranglerNotFound(
                 f"wrangler could not be started ({exc}). Install it with `npm ci` (or `make install`)."
             ) from None
-        return str(cmd.stdout)
+        return "" if out_file else _decode(cmd.stdout)
 
     def _shown(self, argv: list[str], env: dict[str, str]) -> list[str]:
-        return [redact(a, env) for a in ["wrangler", *argv[1:]]]
+        shown = [redact(a, env) for a in ["wrangler", *argv[1:]]]
+        return [a if len(a) <= 160 else a[:150] + f"…({len(a)} chars)" for a in shown]
 
     # -- version ----------------------------------------------------------------------------------------------
     def version(self) -> str:
@@ -190,15 +229,28 @@ class Wrangler:
         return args
 
     def execute(
-        self, env: Environment, *, command: str | None = None, file: Path | None = None
+        self,
+        env: Environment,
+        *,
+        command: str | None = None,
+        file: Path | None = None,
+        discard_results: bool = False,
     ) -> list[Statement]:
-        """`d1 execute DB --json` with --command or --file; retried while the local database is busy."""
+        """`d1 execute DB --json` with --command or --file; retried while the local database is busy.
+
+        `discard_results` sends wrangler's output (one JSON element per statement) to a temporary file
+        instead of memory: for dumps of a million rows. Then [] is returned.
+        """
         if (command is None) == (file is None):
             raise UsageError("execute needs exactly one of --command or --file.")
         args = ["d1", "execute", env.binding.binding, *self.target_args(env), "--json", "--yes"]
         args += ["--command", command] if command is not None else ["--file", str(file)]
         for attempt in range(BUSY_RETRIES + 1):
             try:
+                if discard_results:
+                    with tempfile.TemporaryDirectory(prefix="d1ops-out-") as tmp:
+                        self.run(args, out_file=Path(tmp) / "out.json")
+                    return []
                 out = self.run(args)
                 break
             except WranglerError as exc:

@@ -1,0 +1,516 @@
+"""The command line: parse, call one core function, render (human text or --json), map errors to exit codes.
+
+Only this module imports click.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from d1ops import __version__, backup, migrations, pipeline, remote, status
+from d1ops.config import Environment
+from d1ops.errors import EXIT_PENDING, D1OpsError, GateRefused, UsageError
+from d1ops.project import Project, open_project
+from d1ops.wrangler import redact
+
+# -- shared options ---------------------------------------------------------------------------------------------
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout, nothing else.")
+dry_run_option = click.option("-n", "--dry-run", is_flag=True, help="Show the plan; change nothing.")
+yes_option = click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    envvar="D1OPS_YES",
+    help="Confirm changes to a protected environment without asking (for CI; or set D1OPS_YES=1).",
+)
+
+
+def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Open the project (config + wrangler) from the group's --config and pass it first."""
+
+    @click.pass_context
+    @functools.wraps(func)
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        return func(open_project(ctx.obj.get("config")), *args, **kwargs)
+
+    return wrapper
+
+
+class D1OpsGroup(click.Group):
+    """Turns every D1OpsError into its exit code and a message that says what to do next."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except pipeline.RunFailed as exc:
+            if ctx.meta.get("d1ops.json"):
+                _emit_json(exc.report.to_dict())
+            _fail(exc)
+        except D1OpsError as exc:
+            if ctx.meta.get("d1ops.json"):
+                _emit_json({"error": redact(exc.message), "exit_code": exc.exit_code})
+            _fail(exc)
+
+
+def _fail(exc: D1OpsError) -> NoReturn:
+    click.echo(f"Error: {redact(exc.message)}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(redact(json.dumps(data, indent=2, default=str)))
+
+
+def _want_json(as_json: bool) -> None:
+    click.get_current_context().meta["d1ops.json"] = as_json
+
+
+def confirm_by_typing(yes: bool) -> pipeline.Confirm:
+    """Protected environments: type the environment's name; --yes (or D1OPS_YES=1) for CI; no TTY refuses."""
+
+    def confirm(env: Environment, description: str) -> None:
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise GateRefused(
+                f"{env.name} is protected and there is no terminal to confirm on. Review the plan with "
+                f"--dry-run, then run again with --yes (or D1OPS_YES=1) to confirm."
+            )
+        click.echo(description, err=True)
+        typed = click.prompt(f"{env.name} is protected. Type its name to continue", err=True, default="")
+        if typed.strip() != env.name:
+            raise GateRefused(f"Confirmation did not match '{env.name}': nothing was changed.")
+
+    return confirm
+
+
+# -- rendering ----------------------------------------------------------------------------------------------------
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) if c is not None else "" for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def render_run(report: pipeline.RunReport) -> None:
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    head = "Plan (dry run)" if report.dry_run else "Plan"
+    if not report.plan:
+        click.echo(f"{report.env}: nothing to apply; {report.env} is up to date.")
+    elif report.dry_run:
+        click.echo(f"{head} for {report.env}: {len(report.plan)} migration(s) would be applied:")
+        for name in report.plan:
+            click.echo(f"  {name}")
+    if report.skipped:
+        click.echo(f"Skipped on {report.env} (skip list): {', '.join(report.skipped)}")
+    if report.backup:
+        b = report.backup
+        if "would_take" in b:
+            need = "required" if b["required"] else "optional"
+            click.echo(f"Would take a backup first ({need}, verify {b['verify']}): {b['would_take']}")
+        elif "skipped" in b:
+            click.echo(f"No backup: {b['skipped']}.")
+        else:
+            level = b.get("verify_level") or "not verified"
+            click.echo(f"Backup: {b['path']} (verified: {level}, sha256 {str(b.get('sha256'))[:16]}…)")
+    if report.bookmark:
+        click.echo(f"Time Travel bookmark before the change: {report.bookmark}")
+        click.echo(f"  to go back: {report.restore_command}")
+    if report.migrations:
+        click.echo(
+            table(
+                ["MIGRATION", "RESULT", "MS"],
+                [[m.name, m.result, m.duration_ms] for m in report.migrations],
+            )
+        )
+        applied = sum(1 for m in report.migrations if m.result == "applied")
+        click.echo(f"Applied {applied} migration(s) to {report.env} ({report.wrangler_processes} wrangler processes).")
+
+
+# -- commands -----------------------------------------------------------------------------------------------------
+@click.group(cls=D1OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="D1OPS_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="environments.yaml to use (default: ./environments.yaml; or set D1OPS_CONFIG).",
+)
+@click.version_option(__version__, "--version", prog_name="d1ops", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """d1ops: safe, boring schema changes for Cloudflare D1.
+
+    Exit codes: 0 done; 1 operation failed; 2 usage or config error; 3 pending migrations (status --check).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+@cli.command()
+@click.argument("env", required=False)
+@dry_run_option
+@yes_option
+@json_option
+@pass_project
+def migrate(project: Project, env: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Apply pending migrations to ENV (default: default_env), in order, through every gate."""
+    _want_json(as_json)
+    report = pipeline.run_migrate(project, env, dry_run=dry_run, confirm=confirm_by_typing(yes))
+    _emit_json(report.to_dict()) if as_json else render_run(report)
+
+
+@cli.command()
+@click.option("--to", "to", help="Environment to promote into (default: the first one behind its predecessor).")
+@dry_run_option
+@yes_option
+@json_option
+@pass_project
+def promote(project: Project, to: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Apply to an environment exactly what the environment before it has and it lacks."""
+    _want_json(as_json)
+    report = pipeline.run_promote(project, to, dry_run=dry_run, confirm=confirm_by_typing(yes))
+    _emit_json(report.to_dict()) if as_json else render_run(report)
+
+
+@cli.command("status")
+@click.argument("env", required=False)
+@click.option("--all", "all_envs", is_flag=True, help="Every environment: a matrix of migrations × environments.")
+@click.option("--check", is_flag=True, help="Exit 3 when anything is pending or drifted (for CI gates).")
+@json_option
+@pass_project
+def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, as_json: bool) -> None:
+    """Show applied, pending, skipped and drifted migrations."""
+    _want_json(as_json)
+    if all_envs and env:
+        raise UsageError("Give an environment or --all, not both.")
+    envs = list(project.config.environments) if all_envs else [project.config.env(env)]
+    report = status.status_of(project, envs)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        _render_status(report)
+    if check and report.needs_attention:
+        if not as_json:
+            click.echo("status --check: pending or drifted migrations found.", err=True)
+        sys.exit(EXIT_PENDING)
+
+
+def _render_status(report: status.StatusReport) -> None:
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    single = len(report.envs) == 1
+    if single:
+        env = report.envs[0]
+        rows = [
+            [
+                m.name,
+                m.envs[env].status,
+                m.envs[env].applied_at,
+                (m.envs[env].checksum or m.file_checksum or "")[:12],
+            ]
+            for m in report.migrations
+        ]
+        click.echo(table(["MIGRATION", "STATUS", "APPLIED_AT", "CHECKSUM"], rows))
+    else:
+        rows = [
+            [m.name]
+            + [
+                f"{c.status} {c.applied_at[:10]}" if c.status == status.APPLIED and c.applied_at else c.status
+                for c in (m.envs[e] for e in report.envs)
+            ]
+            for m in report.migrations
+        ]
+        click.echo(table(["MIGRATION", *[e.upper() for e in report.envs]], rows))
+    for env in report.envs:
+        pending = report.count(status.PENDING, env)
+        drifted = report.count(status.DRIFTED, env)
+        lock = report.locks.get(env)
+        extra = f", {drifted} drifted" if drifted else ""
+        extra += f", locked by {lock}" if lock else ""
+        click.echo(f"{env}: {report.count(status.APPLIED, env)} applied, {pending} pending{extra}.")
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--command", "sql", help="SQL to run.")
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), help="SQL file to run.")
+@yes_option
+@json_option
+@pass_project
+def execute(project: Project, env: str, sql: str | None, file: Path | None, yes: bool, as_json: bool) -> None:
+    """Run SQL on ENV (protected environments ask for confirmation)."""
+    _want_json(as_json)
+    if (sql is None) == (file is None):
+        raise UsageError("Give exactly one of --command SQL or --file PATH.")
+    results = pipeline.run_execute(project, env, command=sql, file=file, confirm=confirm_by_typing(yes))
+    if as_json:
+        _emit_json(results)
+        return
+    for statement in results:
+        rows = statement["results"]
+        if rows:
+            headers = list(rows[0])
+            click.echo(table(headers, [[r.get(h) for h in headers] for r in rows]))
+    click.echo(f"{len(results)} statement(s) executed on {env}.")
+
+
+@cli.command()
+@click.argument("name")
+@pass_project
+def new(project: Project, name: str) -> None:
+    """Create the next migration file, NNNN_NAME.sql."""
+    path = migrations.new_migration(project.config.migrations_dir, name)
+    click.echo(f"Created {path.relative_to(project.config.root)}")
+
+
+@cli.command()
+@click.argument("env")
+@pass_project
+def unlock(project: Project, env: str) -> None:
+    """Release ENV's migration lock left by a run that died."""
+    from d1ops.tracking import release_lock
+
+    release_lock(project.wrangler, project.config.env(env))
+    click.echo(f"Released the lock on {env}.")
+
+
+# -- backups ------------------------------------------------------------------------------------------------------
+@cli.command("backup")
+@click.argument("tables", nargs=-1)
+@click.option("--env", "env", help="Environment (default: default_env).")
+@click.option("--format", "fmt", type=click.Choice(backup.FORMATS), default="sql", show_default=True)
+@click.option(
+    "--verify",
+    "verify",
+    type=click.Choice(["quick", "full"]),
+    default="quick",
+    show_default=True,
+    help="quick: checksums + SQLite load + row counts; full: also a load into a scratch local D1.",
+)
+@click.option("--label", default=None, help="Label in the folder name (default: the tables, or 'full').")
+@json_option
+@pass_project
+def backup_cmd(
+    project: Project,
+    tables: tuple[str, ...],
+    env: str | None,
+    fmt: str,
+    verify: str,
+    label: str | None,
+    as_json: bool,
+) -> None:
+    """Back up TABLES (default: the whole database) of an environment, and verify the backup."""
+    _want_json(as_json)
+    environment = project.config.env(env)
+    result = backup.take_backup(
+        project,
+        environment,
+        tables=list(tables) or None,
+        label=label or ("-".join(tables) if tables else "full"),
+        verify=verify,
+        fmt=fmt,
+    )
+    if result is None:
+        raise UsageError(f"{environment.name} holds no tables yet: there is nothing to back up.")
+    if as_json:
+        _emit_json(result.summary())
+    else:
+        click.echo(f"Backup: {result.path}")
+        click.echo(table(["TABLE", "ROWS"], [[t["name"], t["rows"]] for t in result.manifest["tables"]]))
+        state = f"verified ({result.verify_level})" if result.verified else f"NOT verified: {result.problem}"
+        click.echo(state)
+    if not result.verified:
+        sys.exit(1)
+
+
+@cli.command("export")
+@click.argument("env")
+@click.option("--table", "tables", multiple=True, help="Table to export (repeatable; default: all).")
+@click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
+@click.option("--format", "fmt", type=click.Choice(backup.FORMATS), default="sql", show_default=True)
+@pass_project
+def export_cmd(project: Project, env: str, tables: tuple[str, ...], output: Path, fmt: str) -> None:
+    """Export tables of ENV to one file (SQL dump, or JSON rows of one table): no manifest, no retention."""
+    counts = backup.export_file(project, project.config.env(env), list(tables), output, fmt)
+    rows = f" ({', '.join(f'{t}: {n} rows' for t, n in counts.items())})" if counts else ""
+    click.echo(f"Wrote {output}{rows}.")
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--env", "env", required=True, help="Environment to restore into.")
+@click.option("--bookmark", help="Remote only: restore ENV to this Time Travel bookmark instead of a backup.")
+@click.option("--from-other-env", is_flag=True, help="Allow restoring a backup taken from another environment.")
+@click.option("--allow-cascade", is_flag=True, help="Go on even if removing rows fires ON DELETE in other tables.")
+@dry_run_option
+@yes_option
+@json_option
+@pass_project
+def restore(
+    project: Project,
+    source: str | None,
+    env: str,
+    bookmark: str | None,
+    from_other_env: bool,
+    allow_cascade: bool,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Make ENV's tables equal a backup (SOURCE: a backup folder or name), after a fresh verified backup."""
+    _want_json(as_json)
+    from d1ops import restore as restore_core
+
+    if bookmark:
+        if source:
+            raise UsageError("Give a backup or --bookmark, not both.")
+        result = restore_core.restore_bookmark(project, env, bookmark, confirm=confirm_by_typing(yes))
+    else:
+        if not source:
+            raise UsageError("Give the backup to restore (see `d1ops backups list`), or --bookmark.")
+        result = restore_core.restore_backup(
+            project,
+            backup.resolve_backup(project, source),
+            env,
+            from_other_env=from_other_env,
+            allow_cascade=allow_cascade,
+            dry_run=dry_run,
+            confirm=confirm_by_typing(yes),
+        )
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        click.echo(result.describe())
+
+
+@cli.group("backups")
+def backups_group() -> None:
+    """List, verify and prune backups."""
+
+
+@backups_group.command("list")
+@click.argument("env", required=False)
+@json_option
+@pass_project
+def backups_list(project: Project, env: str | None, as_json: bool) -> None:
+    """Backups, newest first."""
+    _want_json(as_json)
+    if env:
+        project.config.env(env)
+    entries = backup.list_backups(project, env)
+    if as_json:
+        _emit_json([e.to_dict() for e in entries])
+        return
+    if not entries:
+        click.echo("No backups.")
+        return
+    click.echo(
+        table(
+            ["ENV", "NAME", "TABLES", "ROWS", "SIZE", "VERIFIED"],
+            [[e.env, e.name, ",".join(e.tables)[:40], e.rows, _size(e.size), e.verify_level or "no"] for e in entries],
+        )
+    )
+
+
+@backups_group.command("prune")
+@click.argument("env", required=False)
+@click.option("--keep", type=int, required=True, help="How many of the newest backups to keep.")
+@dry_run_option
+@pass_project
+def backups_prune(project: Project, env: str | None, keep: int, dry_run: bool) -> None:
+    """Delete old backups of ENV; the newest verified backup is never deleted."""
+    name = project.config.env(env).name
+    doomed = backup.prune_backups(project, name, keep, dry_run=dry_run)
+    verb = "Would delete" if dry_run else "Deleted"
+    click.echo(f"{verb} {len(doomed)} backup(s) of {name}." + "".join(f"\n  {e.name}" for e in doomed))
+
+
+@backups_group.command("verify")
+@click.argument("source")
+@click.option("--full", is_flag=True, help="Also load it into a scratch local D1 through wrangler.")
+@pass_project
+def backups_verify(project: Project, source: str, full: bool) -> None:
+    """Verify an existing backup again (checksums, load, row counts)."""
+    result = backup.verify_backup(project, backup.resolve_backup(project, source), level="full" if full else "quick")
+    if not result.verified:
+        click.echo(f"{result.path}: NOT verified: {result.problem}")
+        sys.exit(1)
+    click.echo(f"{result.path}: verified ({result.verify_level}).")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+# -- remote databases ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("env")
+@click.option("--write-config", is_flag=True, help="Write the new database_id into the wrangler config.")
+@json_option
+@pass_project
+def create(project: Project, env: str, write_config: bool, as_json: bool) -> None:
+    """Create ENV's remote D1 database (named by its database_name in the wrangler config)."""
+    _want_json(as_json)
+    result = remote.create_database(project, project.config.env(env), write_config=write_config)
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo(f"Created D1 database {result['name']} ({result['uuid']}).")
+    if result["config_written"]:
+        click.echo(f"Wrote database_id into {project.config.wrangler_config.name} for {env}.")
+    else:
+        click.echo(f"Put it in {project.config.wrangler_config.name}: {result['snippet']}")
+        click.echo("(or run again with --write-config)")
+
+
+@cli.command()
+@click.argument("env", required=False)
+@json_option
+@pass_project
+def info(project: Project, env: str | None, as_json: bool) -> None:
+    """Show ENV's remote D1 database: id, size, tables."""
+    _want_json(as_json)
+    data = remote.database_info(project, project.config.env(env))
+    if as_json:
+        _emit_json(data)
+        return
+    click.echo(table(["KEY", "VALUE"], [[k, v] for k, v in data.items()]))
+
+
+@cli.command("list")
+@json_option
+@pass_project
+def list_cmd(project: Project, as_json: bool) -> None:
+    """Every D1 database of the account, marking those this project's environments use."""
+    _want_json(as_json)
+    rows = remote.list_databases(project)
+    if as_json:
+        _emit_json(rows)
+        return
+    click.echo(
+        table(
+            ["NAME", "UUID", "USED BY"],
+            [[r.get("name"), r.get("uuid"), ",".join(r["used_by"])] for r in rows],
+        )
+    )
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli(prog_name="d1ops")

@@ -1,0 +1,97 @@
+"""Remote-only D1 operations: create, info, list (wrangler talks to Cloudflare's REST API for these)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from d1ops.config import Environment, read_wrangler_config, resolve_binding
+from d1ops.errors import ConfigError, UsageError, WranglerError
+from d1ops.project import Project
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _require_remote(env: Environment, what: str) -> None:
+    if not env.is_remote:
+        raise UsageError(
+            f"{what} is remote-only, and {env.name} is target: local (a local D1 is created on first use)."
+        )
+
+
+def create_database(project: Project, env: Environment, *, write_config: bool = False) -> dict[str, Any]:
+    """`wrangler d1 create <database_name>`; tells (or writes) the database_id for the wrangler config."""
+    _require_remote(env, "create")
+    name = env.binding.database_name
+    if not name:
+        raise ConfigError(
+            f"{env.name}'s d1_databases entry in {project.config.wrangler_config.name} has no database_name: "
+            "add one (the name the database gets)."
+        )
+    out = project.wrangler.create(name)
+    match = _UUID.search(out)
+    if not match:
+        raise WranglerError(["wrangler", "d1", "create", name], 0, f"no database id in wrangler's output: {out[-300:]}")
+    uuid = match.group(0)
+    section = f"[[env.{env.wrangler_env}.d1_databases]]" if env.wrangler_env else "[[d1_databases]]"
+    snippet = f'{section} binding = "{env.binding.binding}", database_name = "{name}", database_id = "{uuid}"'
+    if write_config:
+        write_database_id(project, env, uuid)
+    return {"name": name, "uuid": uuid, "env": env.name, "config_written": write_config, "snippet": snippet}
+
+
+def write_database_id(project: Project, env: Environment, uuid: str) -> None:
+    """Set database_id of `env`'s binding in wrangler.toml, editing only that line (comments survive)."""
+    path = project.config.wrangler_config
+    if path.suffix != ".toml":
+        raise UsageError(f'--write-config edits wrangler.toml only; put database_id = "{uuid}" in {path.name}.')
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = f"[[env.{env.wrangler_env}.d1_databases]]" if env.wrangler_env else "[[d1_databases]]"
+    start = None
+    for i, line in enumerate(lines):
+        if line.strip() == header:
+            start = i
+        elif start is not None and line.strip().startswith("["):
+            if _block_matches(lines[start:i], env):
+                break
+            start = i if line.strip() == header else None
+    else:
+        if start is not None and not _block_matches(lines[start:], env):
+            start = None
+    if start is None:
+        raise ConfigError(f'Found no {header} block with binding "{env.binding.binding}" in {path.name}.')
+    end = next((j for j in range(start + 1, len(lines)) if lines[j].strip().startswith("[")), len(lines))
+    for j in range(start + 1, end):
+        if re.match(r"\s*database_id\s*=", lines[j]):
+            lines[j] = f'database_id = "{uuid}"\n'
+            break
+    else:
+        lines.insert(end, f'database_id = "{uuid}"\n')
+    text = "".join(lines)
+    path.write_text(text, encoding="utf-8")
+    # re-read to prove the file still parses and the binding resolves to the new id
+    binding = resolve_binding(read_wrangler_config(path), path, project.config.database, env.wrangler_env, env.name)
+    if binding.database_id != uuid:
+        raise ConfigError(f'Writing database_id into {path.name} did not take; set it by hand to "{uuid}".')
+
+
+def _block_matches(block: list[str], env: Environment) -> bool:
+    text = "".join(block)
+    return bool(re.search(rf'^\s*binding\s*=\s*"{re.escape(env.binding.binding)}"', text, re.MULTILINE))
+
+
+def database_info(project: Project, env: Environment) -> dict[str, Any]:
+    _require_remote(env, "info")
+    return project.wrangler.info(env)
+
+
+def list_databases(project: Project) -> list[dict[str, Any]]:
+    """Every database of the account, each with `used_by`: the environments of this project that use it."""
+    rows = project.wrangler.list_databases()
+    for row in rows:
+        row["used_by"] = [
+            e.name
+            for e in project.config.environments
+            if e.is_remote and (row.get("uuid") == e.binding.database_id or row.get("name") == e.binding.database_name)
+        ]
+    return rows
