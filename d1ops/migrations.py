@@ -121,10 +121,11 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
             "environments.yaml (or migrations_dir in the wrangler config)."
         )
     entries = {p.name: p for p in directory.iterdir() if p.name.endswith(".sql") and p.is_file()}
-    downs = {n[: -len(DOWN_SUFFIX)] + ".sql": p for n, p in entries.items() if n.endswith(DOWN_SUFFIX)}
-    beside = set(downs)
+    beside = {n[: -len(DOWN_SUFFIX)] + ".sql": p for n, p in entries.items() if n.endswith(DOWN_SUFFIX)}
+    in_down_dir = {}
     if (directory / DOWN_DIR).is_dir():
-        downs.update({p.name: p for p in (directory / DOWN_DIR).glob("*.sql") if p.is_file()})
+        in_down_dir = {p.name: p for p in (directory / DOWN_DIR).glob("*.sql") if p.is_file()}
+    downs = {**beside, **in_down_dir}
     names = wrangler_order([n for n in entries if not n.endswith(DOWN_SUFFIX)])
 
     findings: list[Finding] = []
@@ -136,11 +137,7 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             findings.append(
-                Finding(
-                    "error",
-                    name,
-                    f"is not UTF-8 (byte {exc.start}); wrangler reads files as UTF-8. Re-save it.",
-                )
+                Finding("error", name, f"is not UTF-8 (byte {exc.start}); wrangler reads files as UTF-8. Re-save it.")
             )
         files.append(
             MigrationFile(
@@ -151,19 +148,18 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
                 down_path=downs.get(name),
             )
         )
-    for down_for, path in sorted(downs.items()):
-        shown = path.name if down_for in beside else f"{DOWN_DIR}/{path.name}"
-        if down_for not in entries:
-            findings.append(Finding("warning", shown, f"is a rollback file for {down_for}, which does not exist."))
-        if down_for in beside:
-            findings.append(
-                Finding(
-                    "warning",
-                    shown,
-                    f"wrangler d1 migrations apply would run this rollback as a migration; move it to "
-                    f"{DOWN_DIR}/{down_for}.",
-                )
+    for down_for, path in sorted(beside.items()):
+        findings.append(
+            Finding(
+                "warning",
+                path.name,
+                f"wrangler d1 migrations apply would run this rollback as a migration; move it to {DOWN_DIR}/{down_for}.",
             )
+        )
+    for down_for, path in sorted(downs.items()):
+        if down_for not in entries:
+            shown = path.name if down_for in beside and down_for not in in_down_dir else f"{DOWN_DIR}/{path.name}"
+            findings.append(Finding("warning", shown, f"is a rollback file for {down_for}, which does not exist."))
 
     if baseline is not None and baseline not in entries:
         raise ConfigError(

@@ -36,6 +36,13 @@ QUIET_ENV = {
     "FORCE_COLOR": "0",
 }
 SECRET_VARS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY", "CF_API_TOKEN", "CF_API_KEY")
+DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
+_AUTH_FAILURE = re.compile(r"Authentication error|Invalid API Token|Invalid access token|Unable to authenticate", re.I)
+_UNREACHABLE = re.compile(
+    r"fetch failed|connectivity issue|ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|"
+    r"UND_ERR_CONNECT|socket hang up",
+    re.I,
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
@@ -127,6 +134,7 @@ class Wrangler:
         self.extra_env = dict(extra_env or {})
         self._counter = _Counter()
         self._version: str | None = None
+        self._remote_failure: WranglerError | None = None
 
     @property
     def processes(self) -> int:
@@ -160,6 +168,15 @@ class Wrangler:
         """
         argv = [self.binary, *args]
         env = self.environ()
+        remote = _is_remote(args)
+        if remote and self._remote_failure is not None:
+            # The API refused the token or could not be reached: every further remote call of this run would
+            # fail the same way (after up to a timeout each), so none is started.
+            raise WranglerError(
+                self._shown(argv, env),
+                None,
+                f"{self._remote_failure.detail}\n(not attempted: an earlier remote call of this run failed so)",
+            )
         self._counter.add()
         limit = timeout or self.timeout
         try:
@@ -179,14 +196,25 @@ class Wrangler:
         except sh.ErrorReturnCode as exc:
             out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
             err = exc.stderr.decode("utf-8", "replace")
-            raise WranglerError(self._shown(argv, env), exc.exit_code, redact(error_text(out, err), env)) from None
+            message = redact(error_text(out, err), env)
+            explained = explain_remote_failure(message, env) if remote else None
+            error = WranglerError(self._shown(argv, env), exc.exit_code, explained or message)
+            if explained:
+                self._remote_failure = error
+            raise error from None
         except sh.TimeoutException:
-            raise WranglerError(
-                self._shown(argv, env),
-                None,
-                f"wrangler did not finish within {limit:.0f} s and was stopped. "
-                "Check the network / API base URL, or raise D1OPS_WRANGLER_TIMEOUT.",
-            ) from None
+            message = f"wrangler did not finish within {limit:.0f} s and was stopped."
+            if remote:
+                message += (
+                    f" No answer from the Cloudflare API at {api_base_url(env)}: check the network "
+                    "(and CLOUDFLARE_API_BASE_URL if set), or raise D1OPS_WRANGLER_TIMEOUT for a large import/export."
+                )
+            else:
+                message += " Raise D1OPS_WRANGLER_TIMEOUT if the database is large."
+            error = WranglerError(self._shown(argv, env), None, message)
+            if remote:
+                self._remote_failure = error
+            raise error from None
         except (sh.CommandNotFound, PermissionError, FileNotFoundError, OSError) as exc:
             raise WranglerNotFound(
                 f"wrangler could not be started ({exc}). Install it with `npm ci` (or `make install`)."
@@ -222,11 +250,12 @@ class Wrangler:
 
     # -- D1 commands ----------------------------------------------------------------------------------------
     def target_args(self, env: Environment) -> list[str]:
-        args = ["--remote" if env.is_remote else "--local"]
-        if env.wrangler_env:
-            args += ["--env", env.wrangler_env]
-        args += ["--config", str(self.wrangler_config)]
-        return args
+        return ["--remote" if env.is_remote else "--local", *self.env_args(env)]
+
+    def env_args(self, env: Environment) -> list[str]:
+        """--env/--config only: remote-only commands (`d1 info`, `d1 time-travel`) reject --remote/--local."""
+        args = ["--env", env.wrangler_env] if env.wrangler_env else []
+        return [*args, "--config", str(self.wrangler_config)]
 
     def execute(
         self,
@@ -291,7 +320,7 @@ class Wrangler:
         return self.run(args)
 
     def info(self, env: Environment) -> dict[str, Any]:
-        args = ["d1", "info", env.binding.binding, *self.target_args(env), "--json"]
+        args = ["d1", "info", env.binding.binding, *self.env_args(env), "--json"]
         return _parse_json(self.run(args), args)
 
     def list_databases(self) -> list[dict[str, Any]]:
@@ -300,7 +329,7 @@ class Wrangler:
         return data if isinstance(data, list) else []
 
     def time_travel_info(self, env: Environment, *, timestamp: str | None = None) -> dict[str, Any]:
-        args = ["d1", "time-travel", "info", env.binding.binding, *self.target_args(env), "--json"]
+        args = ["d1", "time-travel", "info", env.binding.binding, *self.env_args(env), "--json"]
         if timestamp:
             args += ["--timestamp", timestamp]
         return _parse_json(self.run(args), args)
@@ -308,7 +337,7 @@ class Wrangler:
     def time_travel_restore(
         self, env: Environment, *, bookmark: str | None = None, timestamp: str | None = None
     ) -> dict[str, Any]:
-        args = ["d1", "time-travel", "restore", env.binding.binding, *self.target_args(env), "--json"]
+        args = ["d1", "time-travel", "restore", env.binding.binding, *self.env_args(env), "--json"]
         if bookmark:
             args += ["--bookmark", bookmark]
         elif timestamp:
@@ -316,6 +345,30 @@ class Wrangler:
         else:
             raise UsageError("time-travel restore needs a bookmark or a timestamp.")
         return _parse_json(self.run(args), args)
+
+
+def _is_remote(args: list[str]) -> bool:
+    """Does this wrangler call talk to the Cloudflare API? (Every `d1` command not run with --local.)"""
+    return args[:1] == ["d1"] and "--local" not in args
+
+
+def api_base_url(environ: dict[str, str]) -> str:
+    return environ.get("CLOUDFLARE_API_BASE_URL") or DEFAULT_API_BASE_URL
+
+
+def explain_remote_failure(message: str, environ: dict[str, str]) -> str | None:
+    """A refused token or an unreachable API, said plainly with what to do; None for any other failure."""
+    if _AUTH_FAILURE.search(message):
+        return (
+            f"{message}\nThe Cloudflare API at {api_base_url(environ)} refused the API token. Check "
+            "CLOUDFLARE_API_TOKEN (a token with D1 edit permission) and CLOUDFLARE_ACCOUNT_ID, then retry."
+        )
+    if _UNREACHABLE.search(message):
+        return (
+            f"Could not reach the Cloudflare API at {api_base_url(environ)} ({message}). Check the network "
+            "(and CLOUDFLARE_API_BASE_URL if set), then retry."
+        )
+    return None
 
 
 def _version_from_package(binary: str) -> str | None:

@@ -1,0 +1,119 @@
+"""environments.yaml: every error names the file and the key, suggests the closest key, and exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from d1ops.config import load_config
+from d1ops.errors import ConfigError
+from tests.conftest import THREE_LOCAL_ENVIRONMENTS, THREE_LOCAL_WRANGLER, Proj, make_project
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Proj:
+    return make_project(tmp_path / "p", migrations_from=None)
+
+
+def test_template_config_loads_with_promotion_order_and_defaults() -> None:
+    config = load_config(Path(__file__).parent.parent / "environments.yaml")
+    assert config.env_names == ["dev", "staging", "production"]
+    prod = config.env("production")
+    assert prod.protected and prod.skip == ("0002_sample_data.sql",)
+    assert (prod.backup, prod.verify) == ("required", "full")
+    assert (config.env("staging").backup, config.env("staging").verify) == ("required", "quick")
+    assert config.env("dev").backup == "optional"
+    assert prod.binding.database_name == "mvp-database-production"
+    assert config.predecessor(prod) == config.env("staging")
+    assert config.predecessor(config.env("dev")) is None
+
+
+def test_unknown_top_level_key_suggests_the_closest(files: Proj) -> None:
+    files.config.write_text(THREE_LOCAL_ENVIRONMENTS.replace("backups_dir:", "backup_dir:"))
+    result = files.run("status")
+    assert result.exit_code == 2
+    assert "environments.yaml: unknown key 'backup_dir' (did you mean 'backups_dir'?)" in result.output
+
+
+def test_unknown_environment_key_names_the_environment(files: Proj) -> None:
+    files.config.write_text(THREE_LOCAL_ENVIRONMENTS.replace("protected: true", "protect: true"))
+    with pytest.raises(ConfigError) as err:
+        load_config(files.config)
+    assert str(err.value).startswith(
+        "environments.yaml: environments[2]: unknown key 'protect' (did you mean 'protected'?)"
+    )
+
+
+def test_unknown_environment_name_is_exit_2_with_suggestion(files: Proj) -> None:
+    result = files.run("status", "stagin")
+    assert result.exit_code == 2
+    assert "Unknown environment 'stagin' (did you mean 'staging'?)" in result.output
+
+
+def test_binding_missing_from_an_env_section_is_refused_before_wrangler(files: Proj, monkeypatch) -> None:
+    monkeypatch.setenv("D1OPS_WRANGLER", "/nonexistent/wrangler")  # any wrangler call would fail differently
+    files.root.joinpath("wrangler.toml").write_text(
+        THREE_LOCAL_WRANGLER.replace(
+            '[[env.staging.d1_databases]]\nbinding = "DB"', '[[env.staging.d1_databases]]\nbinding = "OTHER"'
+        )
+    )
+    result = files.run("status", "dev")
+    assert result.exit_code == 2
+    assert (
+        "environment 'staging': database 'DB' has no d1_databases entry in [env.staging] of wrangler.toml"
+        in result.output
+    )
+
+
+def test_wrangler_env_section_missing_is_refused(files: Proj) -> None:
+    files.config.write_text(THREE_LOCAL_ENVIRONMENTS.replace("wrangler_env: staging", "wrangler_env: stage"))
+    result = files.run("status")
+    assert result.exit_code == 2
+    assert "[env.stage] is not in wrangler.toml (did you mean 'staging'?)" in result.output
+
+
+def test_bad_target_value_lists_choices(files: Proj) -> None:
+    files.config.write_text(THREE_LOCAL_ENVIRONMENTS.replace("target: local\n    backup: skip", "target: locale"))
+    result = files.run("status")
+    assert result.exit_code == 2
+    assert "environment 'dev': key 'target' must be one of local, remote (did you mean 'local'?)" in result.output
+
+
+def test_missing_config_says_where_it_looked(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    from click.testing import CliRunner
+
+    from d1ops.cli import cli
+
+    result = CliRunner().invoke(cli, ["status"])
+    assert result.exit_code == 2
+    assert f"No environments.yaml in {tmp_path}" in result.output
+
+
+def test_config_from_environment_variable(files: Proj, monkeypatch) -> None:
+    monkeypatch.setenv("D1OPS_CONFIG", str(files.config))
+    monkeypatch.setenv("D1OPS_WRANGLER", "/nonexistent/wrangler")
+    from click.testing import CliRunner
+
+    from d1ops.cli import cli
+
+    result = CliRunner().invoke(cli, ["status", "nope"])
+    assert result.exit_code == 2
+    assert "Unknown environment 'nope'" in result.output
+
+
+def test_missing_wrangler_binary_is_a_clear_error(files: Proj, monkeypatch) -> None:
+    monkeypatch.setenv("D1OPS_WRANGLER", str(files.root / "no-such-wrangler"))
+    result = files.run("status")
+    assert result.exit_code == 1
+    assert "D1OPS_WRANGLER points at" in result.output and "not an executable file" in result.output
+
+
+def test_no_wrangler_anywhere_says_how_to_install(files: Proj, monkeypatch) -> None:
+    monkeypatch.delenv("D1OPS_WRANGLER")
+    monkeypatch.setenv("PATH", str(files.root))
+    result = files.run("status")
+    assert result.exit_code == 1
+    assert "wrangler not found" in result.output
+    assert "npm ci" in result.output
