@@ -31,13 +31,16 @@ from d1ops.errors import (
 from d1ops.migrations import MigrationFile, MigrationSet, sql_for_batch
 from d1ops.project import Project
 from d1ops.tracking import (
+    CHECKSUM_TABLE,
     EnvState,
     actor,
     lock_and_read_state,
     migration_batch,
     new_lock_owner,
+    quote,
     read_state,
     release_lock,
+    release_lock_sql,
 )
 
 Confirm = Callable[[Environment, str], None]
@@ -350,17 +353,26 @@ def _head(state: EnvState) -> str | None:
 
 
 def _apply(project: Project, env: Environment, plan: Plan, report: RunReport, owner: str) -> None:
-    """One wrangler call per migration: its SQL and its tracking rows, atomically; the last releases the lock."""
+    """Apply the plan; each migration's SQL and tracking rows are atomic, and the last batch releases the lock.
+
+    Several migrations go to wrangler as one batch first (1 process instead of N; D1 runs a file atomically).
+    If the batch fails, nothing of it was applied, and the migrations are applied one per process to find
+    and name the failing file, the ones before it staying applied.
+    """
     who = actor()
     outcomes = [MigrationOutcome(m.name, m.checksum, "not run") for m in plan.to_apply]
     report.migrations = outcomes
+    sqls = []
+    for m in plan.to_apply:
+        try:
+            sqls.append(sql_for_batch(m.read_sql()))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MigrationFailed(f"{m.name} cannot be read ({exc}). Nothing was applied.") from exc
     with tempfile.TemporaryDirectory(prefix="d1ops-") as tmp:
-        for i, (m, outcome) in enumerate(zip(plan.to_apply, outcomes, strict=True)):
+        if len(plan.to_apply) > 1 and _apply_as_one_batch(project, env, plan, sqls, outcomes, who, owner, Path(tmp)):
+            return
+        for i, (m, sql, outcome) in enumerate(zip(plan.to_apply, sqls, outcomes, strict=True)):
             last = i == len(plan.to_apply) - 1
-            try:
-                sql = sql_for_batch(m.read_sql())
-            except (OSError, UnicodeDecodeError) as exc:
-                raise MigrationFailed(f"{m.name} cannot be read ({exc}). Nothing of it was applied.") from exc
             batch = Path(tmp) / f"{i:04d}-{m.name}"
             batch.write_text(migration_batch(m, sql, who, release_owner=owner if last else None), encoding="utf-8")
             started = time.monotonic()
@@ -379,6 +391,33 @@ def _apply(project: Project, env: Environment, plan: Plan, report: RunReport, ow
                 ) from exc
             outcome.result = "applied"
             outcome.duration_ms = int((time.monotonic() - started) * 1000)
+
+
+def _apply_as_one_batch(
+    project: Project,
+    env: Environment,
+    plan: Plan,
+    sqls: list[str],
+    outcomes: list[MigrationOutcome],
+    who: str,
+    owner: str,
+    tmp: Path,
+) -> bool:
+    names = ", ".join(quote(m.name) for m in plan.to_apply)
+    text = "".join(migration_batch(m, sql, who, release_owner=None) for m, sql in zip(plan.to_apply, sqls, strict=True))
+    text += release_lock_sql(owner) + f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
+    batch = tmp / "all.sql"
+    batch.write_text(text, encoding="utf-8")
+    try:
+        result = project.wrangler.execute(env, file=batch)
+    except WranglerError:
+        return False  # nothing of the batch was applied: go one by one to name the failing file
+    durations = {str(r["name"]): r.get("duration_ms") for r in (result[-1].results if result else [])}
+    for outcome in outcomes:
+        outcome.result = "applied"
+        value = durations.get(outcome.name)
+        outcome.duration_ms = int(value) if isinstance(value, int | float) else None
+    return True
 
 
 def _finish(project: Project, report: RunReport, start_count: int, backup_folder: Path | None) -> RunReport:

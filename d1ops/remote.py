@@ -10,6 +10,8 @@ from d1ops.errors import ConfigError, UsageError, WranglerError
 from d1ops.project import Project
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# wrangler prints the config snippet to paste: `database_id = "…"` (toml) or `"database_id": "…"` (json)
+_SNIPPET_ID = re.compile(rf"database_id\W+({_UUID.pattern})")
 
 
 def _require_remote(env: Environment, what: str) -> None:
@@ -29,10 +31,10 @@ def create_database(project: Project, env: Environment, *, write_config: bool = 
             "add one (the name the database gets)."
         )
     out = project.wrangler.create(name)
-    match = _UUID.search(out)
+    match = _SNIPPET_ID.search(out) or _UUID.search(out)
     if not match:
         raise WranglerError(["wrangler", "d1", "create", name], 0, f"no database id in wrangler's output: {out[-300:]}")
-    uuid = match.group(0)
+    uuid = match.group(match.lastindex or 0)
     section = f"[[env.{env.wrangler_env}.d1_databases]]" if env.wrangler_env else "[[d1_databases]]"
     snippet = f'{section} binding = "{env.binding.binding}", database_name = "{name}", database_id = "{uuid}"'
     if write_config:
@@ -45,39 +47,59 @@ def write_database_id(project: Project, env: Environment, uuid: str) -> None:
     path = project.config.wrangler_config
     if path.suffix != ".toml":
         raise UsageError(f'--write-config edits wrangler.toml only; put database_id = "{uuid}" in {path.name}.')
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    original = path.read_text(encoding="utf-8")
+    lines = original.splitlines(keepends=True)
     header = f"[[env.{env.wrangler_env}.d1_databases]]" if env.wrangler_env else "[[d1_databases]]"
-    start = None
-    for i, line in enumerate(lines):
-        if line.strip() == header:
-            start = i
-        elif start is not None and line.strip().startswith("["):
-            if _block_matches(lines[start:i], env):
-                break
-            start = i if line.strip() == header else None
-    else:
-        if start is not None and not _block_matches(lines[start:], env):
-            start = None
-    if start is None:
-        raise ConfigError(f'Found no {header} block with binding "{env.binding.binding}" in {path.name}.')
-    end = next((j for j in range(start + 1, len(lines)) if lines[j].strip().startswith("[")), len(lines))
+    starts = [i for i, line in enumerate(lines) if _TABLE_HEADER.match(line)] + [len(lines)]
+    block = next(
+        (
+            (start, end)
+            for start, end in zip(starts, starts[1:], strict=False)
+            if _normal_header(lines[start]) == header and _block_matches(lines[start:end], env)
+        ),
+        None,
+    )
+    if block is None:
+        raise ConfigError(
+            f'Found no {header} block with binding "{env.binding.binding}" in {path.name}; '
+            f'add database_id = "{uuid}" to it by hand.'
+        )
+    start, end = block
     for j in range(start + 1, end):
         if re.match(r"\s*database_id\s*=", lines[j]):
-            lines[j] = f'database_id = "{uuid}"\n'
+            indent = lines[j][: len(lines[j]) - len(lines[j].lstrip())]
+            lines[j] = f'{indent}database_id = "{uuid}"\n'
             break
     else:
+        while end > start + 1 and not lines[end - 1].strip():  # after the block's last key, not its blank lines
+            end -= 1
+        if not lines[end - 1].endswith("\n"):
+            lines[end - 1] += "\n"
         lines.insert(end, f'database_id = "{uuid}"\n')
-    text = "".join(lines)
-    path.write_text(text, encoding="utf-8")
-    # re-read to prove the file still parses and the binding resolves to the new id
-    binding = resolve_binding(read_wrangler_config(path), path, project.config.database, env.wrangler_env, env.name)
-    if binding.database_id != uuid:
+    path.write_text("".join(lines), encoding="utf-8")
+    # re-read to prove the file still parses and the binding resolves to the new id; else put the file back
+    try:
+        config = read_wrangler_config(path)
+        written = resolve_binding(config, path, project.config.database, env.wrangler_env, env.name).database_id
+    except ConfigError:
+        written = None
+    if written != uuid:
+        path.write_text(original, encoding="utf-8")
         raise ConfigError(f'Writing database_id into {path.name} did not take; set it by hand to "{uuid}".')
+
+
+_TABLE_HEADER = re.compile(r"\s*\[")
+
+
+def _normal_header(line: str) -> str:
+    """`[[ env.staging.d1_databases ]]  # comment` → `[[env.staging.d1_databases]]`."""
+    return re.sub(r"\s+", "", line.split("#", 1)[0])
 
 
 def _block_matches(block: list[str], env: Environment) -> bool:
     text = "".join(block)
-    return bool(re.search(rf'^\s*binding\s*=\s*"{re.escape(env.binding.binding)}"', text, re.MULTILINE))
+    value = re.escape(env.binding.binding)
+    return bool(re.search(rf"""^\s*binding\s*=\s*(["']){value}\1""", text, re.MULTILINE))
 
 
 def database_info(project: Project, env: Environment) -> dict[str, Any]:
@@ -86,12 +108,14 @@ def database_info(project: Project, env: Environment) -> dict[str, Any]:
 
 
 def list_databases(project: Project) -> list[dict[str, Any]]:
-    """Every database of the account, each with `used_by`: the environments of this project that use it."""
+    """Every database of the account, each with `used_by`: the environments of this project that use it.
+
+    An environment uses the database whose id is its database_id (remotely wrangler addresses it by id): a
+    database that merely has an environment's database_name (created, but its id not yet in the config) is not.
+    """
     rows = project.wrangler.list_databases()
     for row in rows:
         row["used_by"] = [
-            e.name
-            for e in project.config.environments
-            if e.is_remote and (row.get("uuid") == e.binding.database_id or row.get("name") == e.binding.database_name)
+            e.name for e in project.config.environments if e.is_remote and row.get("uuid") == e.binding.database_id
         ]
     return rows

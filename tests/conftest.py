@@ -128,11 +128,12 @@ class Proj:
             conn.close()
 
     def tables(self, env: str = "dev") -> set[str]:
+        """The application's tables (tracking tables left out)."""
         try:
             rows = self.query("SELECT name FROM sqlite_master WHERE type='table'", env)
         except AssertionError:
             return set()
-        return {r[0] for r in rows if not r[0].startswith(("sqlite_", "_cf_"))}
+        return {r[0] for r in rows if not r[0].startswith(("sqlite_", "_cf_", "d1ops_")) and r[0] != "d1_migrations"}
 
 
 def _miniflare_name(database_id: str) -> str:
