@@ -44,6 +44,12 @@ def restore(proj: Proj, *args: str) -> tuple[int, Any, str]:
     return result.exit_code, json.loads(result.stdout), result.stderr
 
 
+def all_tables(proj: Proj, env: str = "dev") -> set[str]:
+    """Every ordinary table, tracking tables included (the lock table left out)."""
+    rows = proj.query("SELECT name FROM sqlite_master WHERE type = 'table'", env)
+    return {r[0] for r in rows if not r[0].startswith(("sqlite_", "_cf_")) and r[0] != "d1ops_lock"}
+
+
 def lock_rows(proj: Proj, env: str = "dev") -> list[tuple[Any, ...]]:
     return proj.query("SELECT * FROM d1ops_lock", env)
 
@@ -79,8 +85,9 @@ def test_restore_users_in_place_leaves_referencing_rows_untouched(proj: Proj) ->
         }
     ]
     assert report["dependents"] == []
-    # lock + schema/foreign keys + pre-restore backup (schema, count, export) + the batch
-    assert report["wrangler_processes"] == 6
+    # lock, schema + foreign keys, pre-restore backup (schema, count, export), count of rows referencing
+    # the deleted user 5 (none), the batch
+    assert report["wrangler_processes"] == 7
     pre = Path(report["pre_restore_backup"])
     assert json.loads((pre / "manifest.json").read_text())["tables"] == [{"name": "users", "rows": 4}]
     assert json.loads(Path(report["report_path"]).read_text())["command"] == "restore"
@@ -106,7 +113,8 @@ def test_restore_refuses_to_cascade_into_other_tables_unless_allowed(proj: Proj)
     assert code == 1
     assert "would change rows of tables outside the backup" in stderr
     for line in (
-        "posts: 1 row(s) still reference them, so D1 refuses the restore (ON DELETE RESTRICT of posts(user_id) → users)",
+        "posts: 1 row(s) still reference them, so D1 refuses the restore "
+        "(ON DELETE RESTRICT of posts(user_id) → users)",
         "sessions: 1 row(s) deleted (ON DELETE CASCADE of sessions(user_id) → users)",
         "api_keys: 1 row(s) deleted (ON DELETE CASCADE of api_keys(user_id) → users)",
         "audit_logs: 1 row(s) set to NULL (ON DELETE SET NULL of audit_logs(user_id) → users)",
@@ -168,7 +176,7 @@ def test_backup_drop_restore_gives_back_every_row_of_a_big_table(proj: Proj) -> 
 
 def test_whole_database_restore_round_trip(proj: Proj) -> None:
     folder = take_backup(proj, "--env", "dev")
-    tables = proj.tables("dev") - {"d1ops_lock"}
+    tables = all_tables(proj)
     expected = snapshot(proj, tables)
     assert {"d1_migrations", "d1ops_migrations", *APP_TABLES} <= tables
     sql(
@@ -182,7 +190,7 @@ def test_whole_database_restore_round_trip(proj: Proj) -> None:
     code, report, stderr = restore(proj, str(folder), "--env", "dev")
 
     assert code == 0, stderr
-    assert proj.tables("dev") - {"d1ops_lock"} == tables
+    assert all_tables(proj) == tables
     assert snapshot(proj, tables) == expected  # every row of every table, d1_migrations included
     assert proj.query("SELECT name FROM d1_migrations ORDER BY id") == [
         ("0001_initial_schema.sql",),
