@@ -31,8 +31,8 @@ from d1ops.config import Binding, Environment
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
 from d1ops.migrations import sha256_file
 from d1ops.project import Project
+from d1ops.tracking import LOCK_TABLE, TRACKING_TABLES
 from d1ops.wrangler import Statement
-from d1ops.tracking import LOCK_TABLE, TRACKING_TABLES, quote
 
 MANIFEST = "manifest.json"
 SQL_DUMP = "dump.sql"
@@ -394,7 +394,9 @@ def load_backup(folder: Path, manifest: dict[str, Any], db: Path) -> None:
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN")
-        for statement in manifest.get("schema", []):
+        schema = manifest.get("schema", [])
+        tables = [s for s in schema if _is_create_table(s)]
+        for statement in tables:
             conn.execute(statement)
         for table in manifest["tables"]:
             name = table["name"]
@@ -402,6 +404,9 @@ def load_backup(folder: Path, manifest: dict[str, Any], db: Path) -> None:
                 columns = ", ".join(ident(c) for c in row)
                 marks = ", ".join("?" for _ in row)
                 conn.execute(f"INSERT INTO {ident(name)} ({columns}) VALUES ({marks})", list(row.values()))
+        for statement in schema:  # indexes and triggers after the rows: triggers must not fire on a load
+            if not _is_create_table(statement):
+                conn.execute(statement)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -523,16 +528,29 @@ def scratch_env(database_id: str) -> Environment:
     )
 
 
+def _is_create_table(statement: str) -> bool:
+    return statement.lstrip().upper().startswith("CREATE TABLE")
+
+
 def dump_sqlite(db: Path, output: Path) -> None:
-    """Write an SQLite database as SQL D1 accepts (no BEGIN/COMMIT)."""
+    """Write an SQLite database as SQL D1 accepts: every table, then the rows, then indexes, triggers, views.
+
+    (iterdump's own order, table by table, fails on D1 when a table references one created later.)
+    Streamed: three passes over iterdump, nothing held in memory.
+    """
     conn = sqlite3.connect(db)
+    phases = (
+        _is_create_table,
+        lambda s: s.startswith("INSERT INTO") and not s.startswith('INSERT INTO "sqlite_sequence"'),
+        lambda s: not _is_create_table(s) and not (s.startswith("INSERT INTO") and "sqlite_sequence" not in s[:30]),
+    )
     try:
         with output.open("w", encoding="utf-8") as out:
             out.write("PRAGMA defer_foreign_keys=TRUE;\n")
-            for line in conn.iterdump():
-                if line in ("BEGIN TRANSACTION;", "COMMIT;"):
-                    continue
-                out.write(line + "\n")
+            for wanted in phases:
+                for line in conn.iterdump():
+                    if line not in ("BEGIN TRANSACTION;", "COMMIT;") and wanted(line):
+                        out.write(line + "\n")
     finally:
         conn.close()
 

@@ -93,7 +93,7 @@ class Config:
 
 
 def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    """" (did you mean 'x'?)" for the closest choice, or a unique one that starts with `word` ("prod")."""
+    """ " (did you mean 'x'?)" for the closest choice, or a unique one that starts with `word` ("prod")."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     if not close and word:
         close = [c for c in choices if c.startswith(word)]

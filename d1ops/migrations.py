@@ -153,7 +153,8 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
             Finding(
                 "warning",
                 path.name,
-                f"wrangler d1 migrations apply would run this rollback as a migration; move it to {DOWN_DIR}/{down_for}.",
+                "wrangler d1 migrations apply would run this rollback as a migration; "
+                f"move it to {DOWN_DIR}/{down_for}.",
             )
         )
     for down_for, path in sorted(downs.items()):

@@ -412,7 +412,9 @@ def _apply_as_one_batch(
         result = project.wrangler.execute(env, file=batch)
     except WranglerError:
         return False  # nothing of the batch was applied: go one by one to name the failing file
-    durations = {str(r["name"]): r.get("duration_ms") for r in (result[-1].results if result else [])}
+    # Locally the last statement's rows carry the durations; remotely wrangler prints only an import summary.
+    rows = result[-1].results if result else []
+    durations = {str(r["name"]): r.get("duration_ms") for r in rows if "name" in r}
     for outcome in outcomes:
         outcome.result = "applied"
         value = durations.get(outcome.name)

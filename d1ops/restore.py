@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,6 @@ ROWS_PER_STATEMENT = 200
 STATEMENT_CHARS = 90_000  # D1 refuses statements over 100 KB
 KEYS_PER_STATEMENT = 500
 COMMAND_CHARS = 90_000  # one --command argument must stay under the OS limit of 128 KiB per argument
-CHANGING_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT")
 BLOCKING_ACTIONS = ("RESTRICT", "NO ACTION")
 
 # The objects backup.read_schema reads, and every foreign key of the ordinary tables: one process for both.
@@ -66,7 +66,7 @@ class TableRestore:
     name: str
     rows: int
     rows_before: int | None = None  # None: unknown, or the table did not exist
-    deleted: int = 0
+    deleted: int | None = None  # None: not counted (a whole-database restore replaces every row)
     inserted: int | None = None
     updated: int | None = None
     recreated: bool = False
@@ -158,7 +158,7 @@ def _table_lines(tables: list[TableRestore]) -> list[str]:
         return "-" if value is None else str(value)
 
     rows = [
-        [t.name, str(t.rows), cell(t.rows_before), cell(t.inserted), cell(t.updated), str(t.deleted)]
+        [t.name, str(t.rows), cell(t.rows_before), cell(t.inserted), cell(t.updated), cell(t.deleted)]
         + (["recreated"] if t.recreated else [])
         for t in tables
     ]
@@ -202,7 +202,7 @@ def upsert_statements(
     An upsert updates a row in place: it never deletes it, so no ON DELETE action fires in other tables.
     """
     head = f"INSERT INTO {ident(table)} ({', '.join(ident(c) for c in columns)}) VALUES\n"
-    others = [c for c in columns if c not in key]
+    others = [c for c in columns if c.lower() not in {k.lower() for k in key}]
     if not key:
         tail = ";\n"
     elif others:
@@ -216,17 +216,17 @@ def upsert_statements(
 def delete_statements(table: str, key: Sequence[str], keys: Iterable[Sequence[Any]]) -> Iterator[str]:
     """`DELETE … WHERE key IN (…)` for these key values, in chunks."""
     yield from _chunked(
-        f"DELETE FROM {ident(table)} WHERE {in_list(key)}", ");\n", key_literals(key, keys), KEYS_PER_STATEMENT
+        f"DELETE FROM {ident(table)} WHERE {_in_list(key)}", ");\n", _key_literals(key, keys), KEYS_PER_STATEMENT
     )
 
 
-def in_list(columns: Sequence[str], alias: str = "") -> str:
+def _in_list(columns: Sequence[str]) -> str:
     """The left side of an IN list over these columns: `"c" IN (` or `("a", "b") IN (VALUES `."""
-    names = [f"{alias}{ident(c)}" for c in columns]
+    names = [ident(c) for c in columns]
     return f"{names[0]} IN (" if len(names) == 1 else f"({', '.join(names)}) IN (VALUES "
 
 
-def key_literals(key: Sequence[str], keys: Iterable[Sequence[Any]]) -> Iterator[str]:
+def _key_literals(key: Sequence[str], keys: Iterable[Sequence[Any]]) -> Iterator[str]:
     for k in keys:
         yield sql_literal(k[0]) if len(key) == 1 else _row_values(k)
 
@@ -468,12 +468,17 @@ class _Restore:
     # -- whole database ---------------------------------------------------------------------------------------
     def _database(self, *, dry_run: bool) -> None:
         schema, _ = read_live_schema(self.project, self.env)
-        with sqlite3.connect(self.source_db) as conn:
+        with closing(sqlite3.connect(self.source_db)) as conn:
             kept = [str(r[0]) for r in conn.execute(_ORDINARY_TABLES)]
         result = self.result
         result.tables = [TableRestore(str(t["name"]), int(t["rows"])) for t in self.manifest["tables"]]
         result.dropped_tables = [t for t in schema.tables if t.lower() not in _lower(kept) and t != LOCK_TABLE]
         self._warn_virtual(schema, always=True)
+        with closing(sqlite3.connect(self.source_db)) as conn:
+            views = _lower(str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'"))
+        lost = [o.name for o in schema.objects if o.type == "view" and o.name.lower() not in views]
+        if lost:
+            result.warnings.append(f"views {', '.join(lost)} are not in the backup: they are dropped")
         live = {t.lower(): t for t in schema.tables}
         if dry_run:
             present = [live[t.name.lower()] for t in result.tables if t.name.lower() in live]
@@ -507,14 +512,26 @@ class _Restore:
         self._apply(batch, "")  # the lock table was dropped and replaced: the lock is gone with the batch
 
     def _write_dump(self, out: Any) -> None:
+        """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""
         if self.manifest.get("format", "sql") == "sql":
-            dump = self.folder / backup.SQL_DUMP
-        else:
-            dump = self.work / "from-json.sql"
-            backup.dump_sqlite(self.source_db, dump)
-        with dump.open(encoding="utf-8") as source:
-            shutil.copyfileobj(source, out)
-        out.write("\n")
+            with (self.folder / backup.SQL_DUMP).open(encoding="utf-8") as source:
+                shutil.copyfileobj(source, out)
+            out.write("\n")
+            return
+        # Every table before any row: D1 refuses a row whose foreign key names a table not created yet.
+        with closing(sqlite3.connect(self.source_db)) as conn:
+            tables = [str(r[0]) for r in conn.execute(_ORDINARY_TABLES)]
+            for table in tables:
+                out.writelines(f"{sql};\n" for sql in _ddl(conn, table, ("table",)))
+            for table in tables:
+                columns = _shape(conn, table).columns
+                rows = conn.execute(f"SELECT {', '.join(ident(c) for c in columns)} FROM {ident(table)}")
+                out.writelines(upsert_statements(table, columns, [], rows))
+            others = conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger', 'view') AND sql IS NOT NULL "
+                "ORDER BY rowid"
+            )
+            out.writelines(f"{r[0]};\n" for r in others)
 
     # -- some tables, in place --------------------------------------------------------------------------------
     def _tables(self, *, dry_run: bool) -> None:
@@ -532,9 +549,9 @@ class _Restore:
             raise RestoreFailed(f"Cannot restore {', '.join(clashes)}. Nothing was touched.")
         existing = [live[n.lower()] for n in names if n.lower() in live]
         missing = [n for n in names if n.lower() not in live]
-        with sqlite3.connect(self.source_db) as conn:
+        with closing(sqlite3.connect(self.source_db)) as conn:  # the foreign keys of the tables to recreate
             conn.row_factory = sqlite3.Row
-            fks = fks + [fk for fk in foreign_keys_from(dict(r) for r in conn.execute(_FK_QUERY))]
+            fks += [fk for fk in foreign_keys_from(dict(r) for r in conn.execute(_FK_QUERY)) if fk.child in missing]
         order = _parents_first(names, fks)
         counts = {str(t["name"]): int(t["rows"]) for t in self.manifest["tables"]}
         if not dry_run:
@@ -653,8 +670,8 @@ class _Restore:
             conn.close()
         statements: list[str] = []
         for i, (fk, _, _, values) in enumerate(checks):
-            head = f"SELECT {i} AS k, count(*) AS n FROM {ident(fk.child)} WHERE {in_list(fk.columns)}"
-            statements += _chunked(head, ")", key_literals(fk.columns, values), KEYS_PER_STATEMENT)
+            head = f"SELECT {i} AS k, count(*) AS n FROM {ident(fk.child)} WHERE {_in_list(fk.columns)}"
+            statements += _chunked(head, ")", _key_literals(fk.columns, values), KEYS_PER_STATEMENT)
         found = [0] * len(checks)
         for command in _commands(statements):
             for statement in self.project.wrangler.execute(self.env, command=command):
@@ -941,8 +958,14 @@ def restore_bookmark(project: Project, env_name: str, bookmark: str, *, confirm:
             ) from exc
         if isinstance(answer, dict):
             result.bookmark_before = str(answer.get("previous_bookmark") or "") or None
-        release_lock(project.wrangler, env, None)
-        locked = False
+        locked = False  # the lock went back in time with the database
+        try:
+            release_lock(project.wrangler, env, None)
+        except D1OpsError as exc:
+            result.warnings.append(
+                f"{env.name} was restored, but the lock table went back in time too and may hold the lock of a run "
+                f"of back then ({exc.message}). Run `d1ops unlock {env.name}`."
+            )
     except D1OpsError as exc:
         if locked:
             _release_quietly(project, env, owner, result)

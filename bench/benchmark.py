@@ -1,0 +1,174 @@
+"""d1ops benchmark: wall time, wrangler processes and d1ops's own peak memory, printed as a table.
+
+    make bench            (or: .venv/bin/python bench/benchmark.py [--rows 1000000] [--only NAME])
+
+Runs the real wrangler against local D1 databases in a temporary project. The cost model is the number of
+wrangler processes (~1 s each); d1ops's own peak RSS is measured in a child process that runs only d1ops
+(wrangler's memory is its own and not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import THREE_LOCAL_ENVIRONMENTS, THREE_LOCAL_WRANGLER  # noqa: E402
+
+WRANGLER = REPO / "node_modules" / ".bin" / "wrangler"
+QUIET = {"WRANGLER_SEND_METRICS": "false", "WRANGLER_HIDE_BANNER": "true", "CI": "true", "NO_COLOR": "1"}
+
+# Runs d1ops in this process, then prints this process's own peak RSS (KiB on Linux) as the last line.
+SELF_RSS = """
+import resource, sys
+from d1ops.cli import cli
+try:
+    cli(sys.argv[1:], prog_name="d1ops", standalone_mode=False)
+except SystemExit:
+    pass
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, **QUIET, "D1OPS_WRANGLER": str(WRANGLER)}
+
+
+def wrangler(root: Path, *args: str) -> None:
+    subprocess.run(
+        [str(WRANGLER), *args], cwd=root, env=env(), check=True, capture_output=True, stdin=subprocess.DEVNULL
+    )
+
+
+def d1ops(root: Path, *args: str) -> tuple[float, int, str]:
+    """Run d1ops in a child process; returns (seconds, peak RSS of that process in MB, stdout)."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", SELF_RSS, "--config", str(root / "environments.yaml"), *args],
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    seconds = time.monotonic() - start
+    if proc.returncode != 0 or "PEAK_RSS_KB" not in proc.stderr:
+        raise SystemExit(f"d1ops {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    rss_kb = int(proc.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    return seconds, rss_kb // 1024, proc.stdout
+
+
+def processes(stdout: str) -> str:
+    try:
+        return str(json.loads(stdout)["wrangler_processes"])
+    except (ValueError, KeyError, TypeError):
+        return "?"
+
+
+def project(tmp: Path, name: str) -> Path:
+    root = tmp / name
+    root.mkdir()
+    (root / "wrangler.toml").write_text(THREE_LOCAL_WRANGLER)
+    (root / "environments.yaml").write_text(THREE_LOCAL_ENVIRONMENTS.replace("    backup: skip\n", ""))
+    shutil.copytree(REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("down"))
+    return root
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def bench_status_all(tmp: Path, rows: list[list[str]]) -> None:
+    root = project(tmp, "status")
+    d1ops(root, "migrate", "dev")
+    d1ops(root, "promote", "--to", "staging")
+    d1ops(root, "promote", "--to", "production", "--yes")
+    one = timed(lambda: wrangler(root, "d1", "execute", "DB", "--local", "--json", "--command", "SELECT 1"))
+    three = timed(
+        lambda: [
+            wrangler(root, "d1", "execute", "DB", "--local", "--json", "--command", "SELECT 1", *e)
+            for e in ([], ["--env", "staging"], ["--env", "production"])
+        ]
+    )
+    seconds, rss, out = d1ops(root, "status", "--all", "--json")
+    rows.append(["one wrangler execute (reference)", f"{one:.2f}", "1", "-"])
+    rows.append(["three wrangler executes in a row (reference)", f"{three:.2f}", "3", "-"])
+    rows.append(["d1ops status --all (3 envs, concurrent)", f"{seconds:.2f}", processes(out), str(rss)])
+    seconds, rss, out = d1ops(root, "status", "--json")
+    rows.append(["d1ops status (1 env)", f"{seconds:.2f}", processes(out), str(rss)])
+
+
+def bench_migrate(tmp: Path, rows: list[list[str]], count: int = 50) -> None:
+    ours, theirs = project(tmp, "many"), project(tmp, "many-wrangler")
+    for root in (ours, theirs):
+        for path in (root / "migrations").glob("*.sql"):
+            path.unlink()
+        for i in range(1, count + 1):
+            (root / "migrations" / f"{i:04d}_t{i}.sql").write_text(
+                f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, v TEXT);\n"
+            )
+    seconds, rss, out = d1ops(ours, "migrate", "dev", "--json")
+    rows.append([f"d1ops migrate: {count} migrations, one batch", f"{seconds:.2f}", processes(out), str(rss)])
+    t = timed(lambda: wrangler(theirs, "d1", "migrations", "apply", "DB", "--local"))
+    rows.append([f"wrangler d1 migrations apply: {count} migrations", f"{t:.2f}", str(count + 2), "-"])
+    seconds, rss, out = d1ops(ours, "migrate", "dev", "--json")
+    rows.append(["d1ops migrate: nothing to apply", f"{seconds:.2f}", processes(out), str(rss)])
+
+
+def bench_backup(tmp: Path, rows: list[list[str]], count: int) -> None:
+    root = project(tmp, "big")
+    d1ops(root, "migrate", "dev")
+    wrangler(
+        root, "d1", "execute", "DB", "--local", "--json", "--command",
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, name TEXT, score REAL); "
+        f"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {count}) "
+        "INSERT INTO big SELECT i, 'row number ' || i, i * 0.5 FROM c",
+    )  # fmt: skip
+    for level in ("quick", "full"):
+        seconds, rss, out = d1ops(root, "backup", "big", "--verify", level, "--json")
+        summary = json.loads(out)
+        assert summary["verified"] and summary["tables"]["big"] == count, summary
+        size = summary["files"][0]["size"] // (1 << 20)
+        rows.append([f"d1ops backup big ({count:,} rows, {size} MiB), verify {level}", f"{seconds:.2f}",
+                     "3" if level == "quick" else "5", str(rss)])  # fmt: skip
+    seconds, rss, out = d1ops(root, "backup", "big", "--format", "json", "--json")
+    rows.append([f"d1ops backup big --format json ({count:,} rows)", f"{seconds:.2f}", "3", str(rss)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the backup benchmark's table")
+    parser.add_argument("--only", choices=["status", "migrate", "backup"], help="run one benchmark")
+    args = parser.parse_args()
+    if not WRANGLER.exists():
+        raise SystemExit("wrangler is not installed: run `make install` first")
+    rows: list[list[str]] = []
+    with tempfile.TemporaryDirectory(prefix="d1ops-bench-") as tmp:
+        if args.only in (None, "status"):
+            bench_status_all(Path(tmp), rows)
+        if args.only in (None, "migrate"):
+            bench_migrate(Path(tmp), rows)
+        if args.only in (None, "backup"):
+            bench_backup(Path(tmp), rows, args.rows)
+    headers = ["what", "seconds", "wrangler processes", "d1ops peak RSS (MB)"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print(f"d1ops benchmark on {os.cpu_count()} cores")
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
