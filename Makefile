@@ -24,6 +24,7 @@ test: install
 lint: install
 	$(BIN)/ruff check d1ops tests bench
 	$(BIN)/ruff format --check d1ops tests bench
+	$(BIN)/mypy d1ops
 
 migrate-dev: install
 	$(D1OPS) migrate dev

@@ -213,7 +213,7 @@ def _render_status(report: status.StatusReport) -> None:
     single = len(report.envs) == 1
     if single:
         env = report.envs[0]
-        rows = [
+        rows: list[list[Any]] = [
             [
                 m.name,
                 m.envs[env].status,

@@ -15,6 +15,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,11 @@ _SECRET_PATTERNS = (
 )
 
 
-def redact(text: str, environ: dict[str, str] | None = None) -> str:
+def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Remove API tokens from text: known secret variables' values, and bearer/token patterns."""
-    environ = os.environ if environ is None else environ
+    values = os.environ if environ is None else environ
     for var in SECRET_VARS:
-        value = environ.get(var)
+        value = values.get(var)
         if value and len(value) >= 4:
             text = text.replace(value, "[REDACTED]")
     for pattern in _SECRET_PATTERNS:
@@ -179,6 +180,7 @@ class Wrangler:
             )
         self._counter.add()
         limit = timeout or self.timeout
+        options: dict[str, Any] = {"_out": str(out_file)} if out_file else {}
         try:
             cmd = sh.Command(argv[0])(
                 *argv[1:],
@@ -191,7 +193,7 @@ class Wrangler:
                 _return_cmd=True,
                 _tty_out=False,
                 _decode_errors="replace",
-                **({"_out": str(out_file)} if out_file else {}),
+                **options,
             )
         except sh.ErrorReturnCode as exc:
             out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
