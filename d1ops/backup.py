@@ -224,6 +224,9 @@ def take_backup(
             f"Backup of {env.name} failed: {detail}. No backup was kept. "
             f"Check that {project.config.backups_dir} is writable and has space, then retry."
         ) from exc
+    except BaseException:  # Ctrl-C: no half backup left behind either
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return verify_backup(project, final, level=verify or "quick", record=True)
 
 

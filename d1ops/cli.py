@@ -295,9 +295,12 @@ def unlock(project: Project, env: str) -> None:
     "--verify",
     "verify",
     type=click.Choice(["quick", "full"]),
+    is_flag=False,
+    flag_value="quick",
     default="quick",
     show_default=True,
-    help="quick: checksums + SQLite load + row counts; full: also a load into a scratch local D1.",
+    help="Backups are always verified. quick: checksums + SQLite load + row counts; "
+    "full: also a load into a scratch local D1.",
 )
 @click.option("--label", default=None, help="Label in the folder name (default: the tables, or 'full').")
 @json_option

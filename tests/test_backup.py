@@ -187,6 +187,14 @@ def test_full_verification_loads_into_a_scratch_d1(proj: Proj) -> None:
     assert proj.query("SELECT count(*) FROM users") == [(4,)]
 
 
+def test_whole_database_json_backup_verifies_in_a_scratch_d1(proj: Proj) -> None:
+    # foreign keys between tables: the SQL generated from JSON must create every table before any row
+    result = proj.run("backup", "--format", "json", "--verify", "full", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["verify_level"] == "full" and summary["tables"]["sessions"] == 3
+
+
 def test_migrate_with_required_backup_records_backup_in_report(proj: Proj) -> None:
     proj.config.write_text(REQUIRED_DEV)
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
