@@ -436,15 +436,15 @@ def write_report(project: Project, report: RunReport, backup_folder: Path | None
     path = folder / f"{stamp()}-{report.command}.json"
     text = json.dumps(report.to_dict(), indent=2) + "\n"
     try:
-        _write_private(path, text)
+        write_private(path, text)
         if backup_folder is not None and backup_folder.is_dir():
-            _write_private(backup_folder / "report.json", text)
+            write_private(backup_folder / "report.json", text)
     except OSError as exc:
         report.warnings.append(f"could not write the run report ({exc})")
     return path
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

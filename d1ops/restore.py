@@ -32,7 +32,7 @@ from d1ops import backup
 from d1ops.backup import DatabaseSchema, SchemaObject, ident
 from d1ops.config import Environment
 from d1ops.errors import BackupFailed, D1OpsError, RestoreFailed, UsageError, WranglerError
-from d1ops.pipeline import Confirm, _write_private, utc_now
+from d1ops.pipeline import Confirm, utc_now, write_private
 from d1ops.project import Project
 from d1ops.tracking import LOCK_TABLE, lock_and_read_state, new_lock_owner, quote, release_lock, release_lock_sql
 from d1ops.wrangler import redact
@@ -1001,9 +1001,9 @@ def _finish(project: Project, result: RestoreResult, start: int, error: D1OpsErr
     data["error"] = error.message if error else None
     text = redact(json.dumps(data, indent=2, default=str)) + "\n"
     try:
-        _write_private(path, text)
+        write_private(path, text)
         if result.pre_restore_backup and Path(result.pre_restore_backup).is_dir():
-            _write_private(Path(result.pre_restore_backup) / "report.json", text)
+            write_private(Path(result.pre_restore_backup) / "report.json", text)
     except OSError as exc:
         result.warnings.append(f"could not write the restore report ({exc})")
     return result
