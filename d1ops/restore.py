@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -514,9 +513,7 @@ class _Restore:
     def _write_dump(self, out: Any) -> None:
         """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""
         if self.manifest.get("format", "sql") == "sql":
-            with (self.folder / backup.SQL_DUMP).open(encoding="utf-8") as source:
-                shutil.copyfileobj(source, out)
-            out.write("\n")
+            backup.write_compact_dump(self.folder / backup.SQL_DUMP, out)
             return
         # Every table before any row: D1 refuses a row whose foreign key names a table not created yet.
         with closing(sqlite3.connect(self.source_db)) as conn:

@@ -241,3 +241,29 @@ def test_export_command_writes_sql_and_json(proj: Proj) -> None:
     assert "CREATE TABLE users" in sql.read_text()
     two = proj.run("export", "dev", "--table", "users", "--table", "posts", "--output", str(out), "--format", "json")
     assert two.exit_code == 2 and "give exactly one --table" in two.output
+
+
+def test_compact_dump_joins_one_row_inserts_and_keeps_every_value(tmp_path: Path) -> None:
+    import io
+    import sqlite3
+
+    from d1ops.backup import load_dump, write_compact_dump
+
+    dump = tmp_path / "dump.sql"
+    values = ["plain", "it's", "semi; colon", "close);paren", "new\nline", None]
+    lines = ["PRAGMA defer_foreign_keys=TRUE;", "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"]
+    for i, v in enumerate(values * 100):
+        literal = "NULL" if v is None else "'" + v.replace("'", "''") + "'"
+        lines.append(f'INSERT INTO "t" VALUES({i},{literal});')
+    lines += ["CREATE TABLE u(x);", 'INSERT INTO "u" VALUES(1);', "CREATE INDEX t_v ON t(v);"]
+    dump.write_text("\n".join(lines))
+    out = io.StringIO()
+    write_compact_dump(dump, out)
+    compact = tmp_path / "compact.sql"
+    compact.write_text(out.getvalue())
+    assert out.getvalue().count('INSERT INTO "t"') == 3  # 600 rows, 200 per statement
+    for name, path in (("a", dump), ("b", compact)):
+        load_dump(path, tmp_path / f"{name}.sqlite")
+    a, b = (sqlite3.connect(tmp_path / f"{n}.sqlite") for n in "ab")
+    assert a.execute("SELECT * FROM t ORDER BY id").fetchall() == b.execute("SELECT * FROM t ORDER BY id").fetchall()
+    assert b.execute("SELECT count(*) FROM u").fetchone() == (1,)
