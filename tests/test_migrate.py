@@ -259,3 +259,68 @@ def test_real_project_folder_migrates_in_wranglers_order_to_the_same_schema(tmp_
     assert ours.query("SELECT rowid, title FROM posts_fts") == [(1, "hello")]
     # after the baseline, the gap (010 → 0011 is fine) and names are judged: nothing reported here
     assert "warning" not in result.output
+
+
+def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
+    proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
+    held = proj.run(
+        "execute",
+        "dev",
+        "--command",
+        "INSERT INTO d1ops_lock (id, owner, acquired_at) VALUES (1, 'ci@runner-7 run 1234', '2026-01-01T00:00:00Z')",
+    )
+    assert held.exit_code == 0, held.output
+    result = proj.run("migrate")
+    assert result.exit_code == 1
+    assert "Environment 'dev' is locked by ci@runner-7 run 1234 since 2026-01-01T00:00:00Z" in result.output
+    assert "`d1ops unlock dev`" in result.output
+    assert "tags" not in proj.tables()
+    assert "locked by ci@runner-7 run 1234" in proj.run("status").output
+    assert proj.run("unlock", "dev").exit_code == 0
+    assert proj.run("migrate").exit_code == 0
+    assert "tags" in proj.tables()
+
+
+def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypatch) -> None:
+    from d1ops.errors import WranglerError
+    from d1ops.wrangler import Wrangler
+
+    real_run = Wrangler.run
+    seen: list[list[str]] = []
+
+    def run(self: Wrangler, args: list[str], **kwargs: object) -> str:
+        seen.append(list(args))
+        if len(seen) <= 2:  # two busy answers, as when another wrangler process writes the same file
+            raise WranglerError(["wrangler", *args], 1, "database is locked: SQLITE_BUSY")
+        return real_run(self, args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("d1ops.wrangler.time.sleep", lambda _s: None)
+    monkeypatch.setattr(Wrangler, "run", run)
+    result = proj.run("execute", "dev", "--command", "SELECT count(*) AS n FROM users", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["results"] == [{"n": 4}]
+    expected = ["d1", "execute", "DB", "--local", "--config", str(proj.root / "wrangler.toml"), "--json", "--yes"]
+    assert seen == [[*expected, "--command", "SELECT count(*) AS n FROM users"]] * 3
+
+
+def test_busy_database_that_stays_locked_is_reported_as_contention(proj: Proj, monkeypatch) -> None:
+    from d1ops.errors import WranglerError
+    from d1ops.wrangler import Wrangler
+
+    def run(self: Wrangler, args: list[str], **kwargs: object) -> str:
+        raise WranglerError(["wrangler", *args], 1, "database is locked: SQLITE_BUSY")
+
+    monkeypatch.setattr("d1ops.wrangler.time.sleep", lambda _s: None)
+    monkeypatch.setattr(Wrangler, "run", run)
+    result = proj.run("execute", "dev", "--command", "SELECT 1")
+    assert result.exit_code == 1
+    assert "stayed locked by another process after 5 tries" in result.output
+
+
+def test_status_all_shows_a_missing_file(proj: Proj) -> None:
+    (proj.migrations / "0002_sample_data.sql").unlink()
+    result = proj.run("status", "--all", "--json")
+    assert result.exit_code == 0
+    rows = {m["name"]: m["envs"] for m in json.loads(result.stdout)["migrations"]}
+    assert rows["0002_sample_data.sql"]["dev"]["status"] == "missing-file"
+    assert rows["0001_initial_schema.sql"]["staging"]["status"] == "pending"
