@@ -280,7 +280,7 @@ def run_migrate(
         return _finish(project, report, start_count, backup_folder)
     except D1OpsError as exc:
         if locked:
-            _release_quietly(project, env, owner, report)
+            release_quietly(project, env, owner, report.warnings)
         report.error = exc.message
         report.exit_code = exc.exit_code
         folder = Path(report.backup["path"]) if report.backup and report.backup.get("path") else None
@@ -288,17 +288,16 @@ def run_migrate(
         raise RunFailed(exc, report) from exc
     except BaseException:
         if locked:
-            _release_quietly(project, env, owner, report)
+            release_quietly(project, env, owner, report.warnings)
         raise
 
 
-def _release_quietly(project: Project, env: Environment, owner: str, report: RunReport) -> None:
+def release_quietly(project: Project, env: Environment, owner: str, warnings: list[str]) -> None:
+    """Release our lock after a failure; if even that fails, say how to release it by hand."""
     try:
         release_lock(project.wrangler, env, owner)
     except D1OpsError as exc:
-        report.warnings.append(
-            f"could not release the lock on {env.name}: {exc.message}. Run `d1ops unlock {env.name}`."
-        )
+        warnings.append(f"could not release the lock on {env.name}: {exc.message}. Run `d1ops unlock {env.name}`.")
 
 
 def _backup_before_apply(

@@ -31,7 +31,7 @@ from d1ops import backup
 from d1ops.backup import DatabaseSchema, SchemaObject, ident
 from d1ops.config import Environment
 from d1ops.errors import BackupFailed, D1OpsError, RestoreFailed, UsageError, WranglerError
-from d1ops.pipeline import Confirm, utc_now, write_private
+from d1ops.pipeline import Confirm, release_quietly, utc_now, write_private
 from d1ops.project import Project
 from d1ops.tracking import LOCK_TABLE, lock_and_read_state, new_lock_owner, quote, release_lock, release_lock_sql
 from d1ops.wrangler import redact
@@ -965,23 +965,14 @@ def restore_bookmark(project: Project, env_name: str, bookmark: str, *, confirm:
             )
     except D1OpsError as exc:
         if locked:
-            _release_quietly(project, env, owner, result)
+            release_quietly(project, env, owner, result.warnings)
             locked = False
         _finish(project, result, start, exc)
         raise
     finally:
         if locked:
-            _release_quietly(project, env, owner, result)
+            release_quietly(project, env, owner, result.warnings)
     return _finish(project, result, start)
-
-
-def _release_quietly(project: Project, env: Environment, owner: str, result: RestoreResult) -> None:
-    try:
-        release_lock(project.wrangler, env, owner)
-    except D1OpsError as exc:
-        result.warnings.append(
-            f"could not release the lock on {env.name}: {exc.message}. Run `d1ops unlock {env.name}`."
-        )
 
 
 # -- the report ---------------------------------------------------------------------------------------------
