@@ -276,6 +276,23 @@ def new(project: Project, name: str) -> None:
 
 
 @cli.command()
+@json_option
+@pass_project
+def lint(project: Project, as_json: bool) -> None:
+    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects. Exit 1 on errors."""
+    _want_json(as_json)
+    found = project.migrations()
+    if as_json:
+        _emit_json([{"level": f.level, "file": f.file, "message": f.message} for f in found.findings])
+    else:
+        for f in found.findings:
+            click.echo(f"{f.level}: {f.file}: {f.message}")
+        click.echo(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
+    if found.errors:
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("env")
 @pass_project
 def unlock(project: Project, env: str) -> None:

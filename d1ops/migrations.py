@@ -169,7 +169,52 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
         )
     judged = files[names.index(baseline) + 1 :] if baseline else files
     findings.extend(_judge_names(judged, files[: len(files) - len(judged)]))
+    for m in judged:
+        findings.extend(Finding("error", m.name, problem) for problem in lint_sql(_text_or_empty(m.path)))
     return MigrationSet(directory=directory, files=tuple(files), findings=tuple(findings))
+
+
+_TRANSACTION = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
+
+
+def _text_or_empty(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""  # already reported
+
+
+def split_statements(sql: str) -> list[str]:
+    """Complete statements (trigger bodies included), each without its leading comments and blank lines."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer)
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer)
+    cleaned = []
+    for statement in statements:
+        lines = [ln for ln in statement.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+        if lines:
+            cleaned.append("\n".join(lines).strip())
+    return cleaned
+
+
+def lint_sql(sql: str) -> list[str]:
+    """What in a migration works on the local D1 but fails on a remote one."""
+    problems = []
+    for statement in split_statements(sql):
+        match = _TRANSACTION.match(statement)
+        if match:
+            problems.append(
+                f"has a transaction statement ({statement.splitlines()[0][:40]}): D1 runs each file in a "
+                "transaction of its own. Locally wrangler strips one BEGIN TRANSACTION/COMMIT pair, but remote D1 "
+                "rejects them, so this would pass on dev and fail in production. Remove it."
+            )
+            break
+    return problems
 
 
 def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> list[Finding]:

@@ -117,3 +117,15 @@ def test_no_wrangler_anywhere_says_how_to_install(files: Proj, monkeypatch) -> N
     assert result.exit_code == 1
     assert "wrangler not found" in result.output
     assert "npm ci" in result.output
+
+
+def test_lint_reports_findings_and_exits_1_on_errors(files: Proj) -> None:
+    (files.migrations / "0001_ok.sql").write_text("CREATE TABLE a (id INTEGER PRIMARY KEY);\n")
+    assert files.run("lint").output == "1 migration(s), 0 error(s), 0 warning(s).\n"
+    (files.migrations / "0003_tx.sql").write_text("BEGIN TRANSACTION;\nCREATE TABLE b (id INTEGER);\nCOMMIT;\n")
+    result = files.run("lint")
+    assert result.exit_code == 1
+    assert "warning: 0003_tx.sql: leaves a gap after 0001" in result.output
+    assert "error: 0003_tx.sql: has a transaction statement (BEGIN TRANSACTION;)" in result.output
+    migrate = files.run("migrate", "--dry-run")
+    assert migrate.exit_code == 2 and "0003_tx.sql: has a transaction statement" in migrate.output

@@ -138,3 +138,17 @@ def test_new_refuses_a_name_that_is_not_a_plain_word(tmp_path: Path) -> None:
 )
 def test_sql_for_batch_makes_appending_safe(sql: str, expected: str) -> None:
     assert sql_for_batch(sql) == expected
+
+
+def test_transaction_statements_are_errors_because_remote_d1_rejects_them(tmp_path: Path) -> None:
+    write(tmp_path, "0001_tx.sql", "-- wrapped\nBEGIN TRANSACTION;\nCREATE TABLE a(x);\nCOMMIT;\n")
+    write(
+        tmp_path,
+        "0002_trigger.sql",
+        "CREATE TABLE b(x);\nCREATE TRIGGER t AFTER INSERT ON b BEGIN\n  -- body\n  SELECT 1;\nEND;\n",
+    )
+    found = discover_migrations(tmp_path)
+    assert [(f.level, f.file) for f in found.findings] == [("error", "0001_tx.sql")]
+    assert "remote D1 rejects them" in found.findings[0].message
+    # adopted history before the baseline is not judged
+    assert discover_migrations(tmp_path, baseline="0001_tx.sql").findings == ()
