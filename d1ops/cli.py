@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -531,6 +532,12 @@ def list_cmd(project: Project, as_json: bool) -> None:
     )
 
 
+def _terminated(signum: int, _frame: Any) -> None:
+    # A CI job being cancelled sends SIGTERM: unwind like Ctrl-C, so wrangler is stopped and the lock released.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, _terminated)
     cli(prog_name="d1ops")

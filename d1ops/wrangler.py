@@ -85,6 +85,15 @@ def find_wrangler(root: Path) -> str:
     )
 
 
+def _kill_group(cmd: sh.RunningCommand | None) -> None:
+    if cmd is None:
+        return
+    try:
+        os.killpg(cmd.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
 def _decode(data: bytes | str) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
@@ -181,7 +190,11 @@ class Wrangler:
         self._counter.add()
         limit = timeout or self.timeout
         options: dict[str, Any] = {"_out": str(out_file)} if out_file else {}
+        cmd: sh.RunningCommand | None = None
         try:
+            # Its own process group: wrangler starts node, which starts workerd. A timeout, Ctrl-C or any
+            # other interruption of d1ops kills the whole group, so nothing goes on changing a database
+            # after d1ops has stopped (or released its lock).
             cmd = sh.Command(argv[0])(
                 *argv[1:],
                 _cwd=str(self.root),
@@ -190,11 +203,14 @@ class Wrangler:
                 _timeout=limit,
                 _timeout_signal=signal.SIGKILL,
                 _new_session=True,
+                _bg=True,
+                _bg_exc=False,
                 _return_cmd=True,
                 _tty_out=False,
                 _decode_errors="replace",
                 **options,
             )
+            cmd.wait()
         except sh.ErrorReturnCode as exc:
             out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
             err = exc.stderr.decode("utf-8", "replace")
@@ -205,7 +221,8 @@ class Wrangler:
                 self._remote_failure = error
             raise error from None
         except sh.TimeoutException:
-            message = f"wrangler did not finish within {limit:.0f} s and was stopped."
+            _kill_group(cmd)
+            message = f"wrangler did not finish within {limit:g} s and was stopped."
             if remote:
                 message += (
                     f" No answer from the Cloudflare API at {api_base_url(env)}: check the network "
@@ -218,9 +235,13 @@ class Wrangler:
                 self._remote_failure = error
             raise error from None
         except (sh.CommandNotFound, PermissionError, FileNotFoundError, OSError) as exc:
+            _kill_group(cmd)
             raise WranglerNotFound(
                 f"wrangler could not be started ({exc}). Install it with `npm ci` (or `make install`)."
             ) from None
+        except BaseException:  # KeyboardInterrupt, SystemExit: stop wrangler with us
+            _kill_group(cmd)
+            raise
         return "" if out_file else _decode(cmd.stdout)
 
     def _shown(self, argv: list[str], env: dict[str, str]) -> list[str]:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import WRANGLER, Proj, make_project
 
@@ -324,3 +329,41 @@ def test_status_all_shows_a_missing_file(proj: Proj) -> None:
     rows = {m["name"]: m["envs"] for m in json.loads(result.stdout)["migrations"]}
     assert rows["0002_sample_data.sql"]["dev"]["status"] == "missing-file"
     assert rows["0001_initial_schema.sql"]["staging"]["status"] == "pending"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_migration_stops_wrangler_applies_nothing_and_releases_the_lock(proj: Proj, signum: int) -> None:
+
+    proj.write(
+        "migrations/0003_slow.sql",
+        """\
+        CREATE TABLE slow (id INTEGER PRIMARY KEY, v TEXT);
+        WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 10000000)
+        INSERT INTO slow SELECT i, printf('%0100d', i) FROM c;
+        """,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "d1ops", "--config", str(proj.config), "migrate"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "--file" not in _wrangler_commands(proj.root):
+        time.sleep(0.1)  # wait until the migration batch is running in wrangler
+    assert "--file" in _wrangler_commands(proj.root)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    time.sleep(0.5)
+    assert _wrangler_commands(proj.root) == ""  # no wrangler (or workerd) left running on this project
+    assert "slow" not in proj.tables()
+    assert proj.query("SELECT count(*) FROM d1_migrations WHERE name = '0003_slow.sql'") == [(0,)]
+    assert proj.query("SELECT count(*) FROM d1ops_lock") == [(0,)], err
+
+
+def _wrangler_commands(root: Path) -> str:
+    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    return "\n".join(line for line in out.splitlines() if str(root) in line and "wrangler" in line)
