@@ -58,7 +58,8 @@ def test_production_refuses_a_migration_that_skipped_staging(proj: Proj) -> None
     assert "tags" not in proj.tables("production")
     assert proj.query("SELECT count(*) FROM d1ops_lock", "production") == [(0,)]
 
-    assert proj.run("promote", "--to", "staging").exit_code == 0
+    again = proj.run("promote", "--to", "staging")
+    assert again.exit_code == 0, again.output
     assert proj.run("migrate", "production", "--yes").exit_code == 0
     assert "tags" in proj.tables("production")
 
