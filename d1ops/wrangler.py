@@ -215,6 +215,8 @@ class Wrangler:
             out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
             err = exc.stderr.decode("utf-8", "replace")
             message = redact(error_text(out, err), env)
+            if "SQLITE_BUSY" in err and "SQLITE_BUSY" not in message:
+                message += " (workerd: database is locked: SQLITE_BUSY)"
             explained = explain_remote_failure(message, env) if remote else None
             error = WranglerError(self._shown(argv, env), exc.exit_code, explained or message)
             if explained:
@@ -297,14 +299,22 @@ class Wrangler:
             raise UsageError("execute needs exactly one of --command or --file.")
         args = ["d1", "execute", env.binding.binding, *self.target_args(env), "--json", "--yes"]
         args += ["--command", command] if command is not None else ["--file", str(file)]
+        if discard_results:
+            with tempfile.TemporaryDirectory(prefix="d1ops-out-") as tmp:
+                self.run_retrying_busy(args, out_file=Path(tmp) / "out.json")
+            return []
+        out = self.run_retrying_busy(args)
+        return parse_statements(out, args)
+
+    def run_retrying_busy(self, args: list[str], *, out_file: Path | None = None) -> str:
+        """`run`, tried again while a local database is busy (SQLITE_BUSY means nothing was done).
+
+        Two wrangler processes on one project contend for its local state: one fails with SQLITE_BUSY,
+        while running a statement or even while its workerd starts ("The Workers runtime failed to start").
+        """
         for attempt in range(BUSY_RETRIES + 1):
             try:
-                if discard_results:
-                    with tempfile.TemporaryDirectory(prefix="d1ops-out-") as tmp:
-                        self.run(args, out_file=Path(tmp) / "out.json")
-                    return []
-                out = self.run(args)
-                break
+                return self.run(args, out_file=out_file)
             except WranglerError as exc:
                 if "SQLITE_BUSY" not in exc.detail and "database is locked" not in exc.detail:
                     raise
@@ -316,7 +326,7 @@ class Wrangler:
                         f"{BUSY_RETRIES + 1} tries. Wait for the other wrangler/d1ops run to finish and retry.",
                     ) from None
                 time.sleep(0.3 * 2**attempt)
-        return parse_statements(out, args)
+        raise AssertionError("unreachable")
 
     def export(
         self,
@@ -334,7 +344,7 @@ class Wrangler:
             args.append("--no-data")
         if no_schema:
             args.append("--no-schema")
-        self.run(args)
+        self.run_retrying_busy(args)
 
     def create(self, name: str, *, location: str | None = None) -> str:
         args = ["d1", "create", name, "--config", str(self.wrangler_config)]
