@@ -85,6 +85,16 @@ def find_wrangler(root: Path) -> str:
     )
 
 
+_TRANSIENT_LOCAL = ("SQLITE_BUSY", "database is locked", "The Workers runtime failed to start", "false == true")
+
+
+def _is_transient_local_failure(args: list[str], detail: str) -> bool:
+    """A local call that failed before changing anything, and may work when tried again."""
+    if "SQLITE_BUSY" in detail or "database is locked" in detail:
+        return True
+    return "--local" in args and any(marker in detail for marker in _TRANSIENT_LOCAL)
+
+
 def _kill_group(cmd: sh.RunningCommand | None) -> None:
     if cmd is None:
         return
@@ -311,12 +321,15 @@ class Wrangler:
 
         Two wrangler processes on one project contend for its local state: one fails with SQLITE_BUSY,
         while running a statement or even while its workerd starts ("The Workers runtime failed to start").
+        Under load, miniflare's D1 object also fails now and then reading its change counter before a
+        statement (`assert(changes !== undefined)`, printed as "false == true"); it runs every call in one
+        transaction, so such a call changed nothing and is tried again too (seen ~1 in 300 calls in the suite).
         """
         for attempt in range(BUSY_RETRIES + 1):
             try:
                 return self.run(args, out_file=out_file)
             except WranglerError as exc:
-                if "SQLITE_BUSY" not in exc.detail and "database is locked" not in exc.detail:
+                if not _is_transient_local_failure(args, exc.detail):
                     raise
                 if attempt == BUSY_RETRIES:
                     raise ContentionError(

@@ -286,7 +286,15 @@ def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
     assert "tags" in proj.tables()
 
 
-def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "message",
+    [
+        "database is locked: SQLITE_BUSY",
+        "The Workers runtime failed to start. (workerd: database is locked: SQLITE_BUSY)",
+        "false == true",
+    ],
+)
+def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypatch, message: str) -> None:
     from d1ops.errors import WranglerError
     from d1ops.wrangler import Wrangler
 
@@ -296,7 +304,7 @@ def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypat
     def run(self: Wrangler, args: list[str], **kwargs: object) -> str:
         seen.append(list(args))
         if len(seen) <= 2:  # two busy answers, as when another wrangler process writes the same file
-            raise WranglerError(["wrangler", *args], 1, "database is locked: SQLITE_BUSY")
+            raise WranglerError(["wrangler", *args], 1, message)
         return real_run(self, args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("d1ops.wrangler.time.sleep", lambda _s: None)
