@@ -139,6 +139,18 @@ def render_run(report: pipeline.RunReport) -> None:
         click.echo(f"Applied {applied} migration(s) to {report.env} ({report.wrangler_processes} wrangler processes).")
 
 
+def _print_version(ctx: click.Context) -> None:
+    from d1ops.wrangler import Wrangler, find_wrangler
+
+    try:
+        binary = find_wrangler(Path.cwd())
+        version = Wrangler(Path.cwd(), Path.cwd() / "wrangler.toml", binary=binary).version()
+        click.echo(f"d1ops {__version__}, wrangler {version} ({binary})")
+    except D1OpsError as exc:
+        click.echo(f"d1ops {__version__}, wrangler not found: {exc.message}")
+    ctx.exit(0)
+
+
 # -- commands -----------------------------------------------------------------------------------------------------
 @click.group(cls=D1OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -148,7 +160,14 @@ def render_run(report: pipeline.RunReport) -> None:
     type=click.Path(dir_okay=False),
     help="environments.yaml to use (default: ./environments.yaml; or set D1OPS_CONFIG).",
 )
-@click.version_option(__version__, "--version", prog_name="d1ops", message="%(prog)s %(version)s")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show d1ops's version and the wrangler it drives, then exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """d1ops: safe, boring schema changes for Cloudflare D1.

@@ -155,6 +155,7 @@ class Wrangler:
         self._counter = _Counter()
         self._version: str | None = None
         self._remote_failure: WranglerError | None = None
+        self._version_checked = False
 
     @property
     def processes(self) -> int:
@@ -166,6 +167,7 @@ class Wrangler:
         other = Wrangler(root, wrangler_config, binary=self.binary, timeout=self.timeout, extra_env=self.extra_env)
         other._counter = self._counter
         other._version = self._version
+        other._version_checked = self._version_checked
         return other
 
     # -- the seam -------------------------------------------------------------------------------------------
@@ -186,6 +188,9 @@ class Wrangler:
 
         With `out_file`, stdout goes to that file instead of memory (huge outputs) and "" is returned.
         """
+        if not self._version_checked and args != ["--version"]:
+            self._version_checked = True
+            self.check_version()  # read from wrangler's package.json: no process, unless it is elsewhere
         argv = [self.binary, *args]
         env = self.environ()
         remote = _is_remote(args)

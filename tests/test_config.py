@@ -129,3 +129,22 @@ def test_lint_reports_findings_and_exits_1_on_errors(files: Proj) -> None:
     assert "error: 0003_tx.sql: has a transaction statement (BEGIN TRANSACTION;)" in result.output
     migrate = files.run("migrate", "--dry-run")
     assert migrate.exit_code == 2 and "0003_tx.sql: has a transaction statement" in migrate.output
+
+
+def test_version_reports_d1ops_and_wrangler(files: Proj) -> None:
+    result = files.run("--version")
+    assert result.exit_code == 0
+    assert result.output.startswith("d1ops 0.1.0, wrangler 4.86.0 (")
+
+
+def test_wrangler_older_than_the_pinned_major_is_refused(files: Proj, monkeypatch) -> None:
+    old = files.root / "old-wrangler"
+    old.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo 3.114.0; exit 0; fi\necho should-not-run >&2; exit 9\n'
+    )
+    old.chmod(0o755)
+    monkeypatch.setenv("D1OPS_WRANGLER", str(old))
+    result = files.run("status")
+    assert result.exit_code == 2
+    assert "wrangler 3.114.0 is older than the supported major 4" in result.output
+    assert "npm ci" in result.output
