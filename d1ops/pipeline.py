@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from d1ops import __version__
+from d1ops import __version__, backup
 from d1ops.config import Environment
 from d1ops.errors import (
     BackupFailed,
@@ -304,8 +304,6 @@ def _backup_before_apply(
     project: Project, env: Environment, state: EnvState, report: RunReport, label: str
 ) -> Path | None:
     """Take the backup the environment's policy asks for; a failure of a required one aborts the run."""
-    from d1ops import backup  # backup imports pipeline's helpers; import here to keep one direction
-
     if env.is_remote:
         try:
             info = project.wrangler.time_travel_info(env)
