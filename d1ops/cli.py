@@ -20,6 +20,7 @@ from d1ops import __version__, backup, migrations, pipeline, remote, status
 from d1ops.config import Environment
 from d1ops.errors import EXIT_PENDING, D1OpsError, GateRefused, UsageError
 from d1ops.project import Project, open_project
+from d1ops.tracking import release_lock
 from d1ops.wrangler import redact
 
 # -- shared options ---------------------------------------------------------------------------------------------
@@ -317,8 +318,6 @@ def lint(project: Project, as_json: bool) -> None:
 @pass_project
 def unlock(project: Project, env: str) -> None:
     """Release ENV's migration lock left by a run that died."""
-    from d1ops.tracking import release_lock
-
     release_lock(project.wrangler, project.config.env(env))
     click.echo(f"Released the lock on {env}.")
 

@@ -228,7 +228,6 @@ def run_migrate(
     confirm: Confirm | None = None,
     command: str = "migrate",
     only_from_predecessor: bool = False,
-    backup_label: str | None = None,
 ) -> RunReport:
     """Apply pending migrations to one environment, through every gate. Returns the run report.
 
@@ -274,7 +273,7 @@ def run_migrate(
             if confirm is None:
                 raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
             confirm(env, plan.describe())
-        backup_folder = _backup_before_apply(project, env, states[env.name], report, backup_label or command)
+        backup_folder = _backup_before_apply(project, env, states[env.name], report, command)
         _apply(project, env, plan, report, owner)
         locked = False  # the last migration's batch released the lock
         return _finish(project, report, start_count, backup_folder)

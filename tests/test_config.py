@@ -148,3 +148,21 @@ def test_wrangler_older_than_the_pinned_major_is_refused(files: Proj, monkeypatc
     assert result.exit_code == 2
     assert "wrangler 3.114.0 is older than the supported major 4" in result.output
     assert "npm ci" in result.output
+
+
+def test_wrangler_jsonc_config_with_comments_resolves_bindings(files: Proj) -> None:
+    files.root.joinpath("wrangler.jsonc").write_text(
+        """{
+  // the Worker
+  "name": "t",
+  "d1_databases": [{"binding": "DB", "database_name": "dev-db", "database_id": "id-dev", /* local */}],
+  "env": {"staging": {"d1_databases": [{"binding": "DB", "database_name": "stg", "database_id": "id-stg"}]},
+          "production": {"d1_databases": [{"binding": "DB", "database_name": "prd", "database_id": "id-prd"}]}},
+}
+"""
+    )
+    files.config.write_text(
+        THREE_LOCAL_ENVIRONMENTS.replace("wrangler_config: wrangler.toml", "wrangler_config: wrangler.jsonc")
+    )
+    config = load_config(files.config)
+    assert [e.binding.database_id for e in config.environments] == ["id-dev", "id-stg", "id-prd"]
