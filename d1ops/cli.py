@@ -16,16 +16,28 @@ from typing import Any, NoReturn
 
 import click
 
-from d1ops import __version__, backup, migrations, pipeline, remote, status
+from d1ops import about, backup, catalog, migrations, pipeline, rehearse, remote, status, verify
 from d1ops.config import Environment
 from d1ops.errors import EXIT_PENDING, D1OpsError, GateRefused, UsageError
+from d1ops.plans import execute as execute_plan
+from d1ops.plans import migrate as migrate_plan
+from d1ops.plans import restore as restore_plan
+from d1ops.plans import rollback as rollback_plan
+from d1ops.plans import unlock as unlock_plan
 from d1ops.project import Project, open_project
-from d1ops.tracking import release_lock
+from d1ops.render import size, text_table
+from d1ops.tracking import read_state
 from d1ops.wrangler import redact
 
 # -- shared options ---------------------------------------------------------------------------------------------
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout, nothing else.")
 dry_run_option = click.option("-n", "--dry-run", is_flag=True, help="Show the plan; change nothing.")
+one_by_one_option = click.option(
+    "--one-by-one",
+    is_flag=True,
+    help="One wrangler call per migration, as wrangler does: the ones before a failure stay applied. "
+    "(Default: all pending migrations in one atomic batch, all or nothing.)",
+)
 yes_option = click.option(
     "-y",
     "--yes",
@@ -95,13 +107,7 @@ def confirm_by_typing(yes: bool) -> pipeline.Confirm:
 
 
 # -- rendering ----------------------------------------------------------------------------------------------------
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) if c is not None else "" for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
+table = text_table
 
 
 def render_run(report: pipeline.RunReport) -> None:
@@ -126,13 +132,21 @@ def render_run(report: pipeline.RunReport) -> None:
         else:
             level = b.get("verify_level") or "not verified"
             click.echo(f"Backup: {b['path']} (verified: {level}, sha256 {str(b.get('sha256'))[:16]}…)")
+    if report.migrations and any(m.result == "rolled back" for m in report.migrations):
+        click.echo(table(["MIGRATION", "RESULT"], [[m.name, m.result] for m in report.migrations]))
+        undone = sum(1 for m in report.migrations if m.result == "rolled back")
+        processes = report.wrangler_processes
+        click.echo(f"Rolled back {undone} migration(s) on {report.env} ({processes} wrangler processes).")
+        return
     if report.bookmark:
         click.echo(f"Time Travel bookmark before the change: {report.bookmark}")
         click.echo(f"  to go back: {report.restore_command}")
     if report.migrations:
+        timings = {m.timing for m in report.migrations if m.timing}
+        ms = "MS (IN DB)" if timings == {"database"} else "MS (WRANGLER CALL)" if timings == {"process"} else "MS"
         click.echo(
             table(
-                ["MIGRATION", "RESULT", "MS"],
+                ["MIGRATION", "RESULT", ms],
                 [[m.name, m.result, m.duration_ms] for m in report.migrations],
             )
         )
@@ -141,14 +155,7 @@ def render_run(report: pipeline.RunReport) -> None:
 
 
 def _print_version(ctx: click.Context) -> None:
-    from d1ops.wrangler import Wrangler, find_wrangler
-
-    try:
-        binary = find_wrangler(Path.cwd())
-        version = Wrangler(Path.cwd(), Path.cwd() / "wrangler.toml", binary=binary).version()
-        click.echo(f"d1ops {__version__}, wrangler {version} ({binary})")
-    except D1OpsError as exc:
-        click.echo(f"d1ops {__version__}, wrangler not found: {exc.message}")
+    click.echo(about.version_line(Path.cwd()))
     ctx.exit(0)
 
 
@@ -182,26 +189,49 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @cli.command()
 @click.argument("env", required=False)
 @dry_run_option
+@one_by_one_option
 @yes_option
 @json_option
 @pass_project
-def migrate(project: Project, env: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool) -> None:
     """Apply pending migrations to ENV (default: default_env), in order, through every gate."""
     _want_json(as_json)
-    report = pipeline.run_migrate(project, env, dry_run=dry_run, confirm=confirm_by_typing(yes))
+    report = migrate_plan.run_migrate(
+        project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+    )
     _emit_json(report.to_dict()) if as_json else render_run(report)
 
 
 @cli.command()
 @click.option("--to", "to", help="Environment to promote into (default: the first one behind its predecessor).")
+@click.option(
+    "--rehearse", "rehearse_first", is_flag=True, help="Rehearse on a scratch copy of the target's data first."
+)
 @dry_run_option
+@one_by_one_option
 @yes_option
 @json_option
 @pass_project
-def promote(project: Project, to: str | None, dry_run: bool, yes: bool, as_json: bool) -> None:
+def promote(
+    project: Project, to: str | None, rehearse_first: bool, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool
+) -> None:
     """Apply to an environment exactly what the environment before it has and it lacks."""
     _want_json(as_json)
-    report = pipeline.run_promote(project, to, dry_run=dry_run, confirm=confirm_by_typing(yes))
+    if rehearse_first:
+        target = project.config.env(to) if to else migrate_plan.behind_env(project)
+        previous = project.config.predecessor(target)
+        only = set(read_state(project.wrangler, previous).applied) if previous else None
+        rehearsal = rehearse.rehearse(project, target.name, only=only)
+        if not as_json:
+            _render_rehearsal(rehearsal)
+        if not rehearsal.ok:
+            if as_json:
+                _emit_json({"rehearsal": rehearsal.to_dict(), "exit_code": 1})
+            raise GateRefused(f"The rehearsal on a copy of {target.name} failed: nothing was promoted.")
+        to = target.name
+    report = migrate_plan.run_promote(
+        project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+    )
     _emit_json(report.to_dict()) if as_json else render_run(report)
 
 
@@ -275,7 +305,7 @@ def execute(project: Project, env: str, sql: str | None, file: Path | None, yes:
     _want_json(as_json)
     if (sql is None) == (file is None):
         raise UsageError("Give exactly one of --command SQL or --file PATH.")
-    results = pipeline.run_execute(project, env, command=sql, file=file, confirm=confirm_by_typing(yes))
+    results, _ = execute_plan.run_execute(project, env, command=sql, file=file, confirm=confirm_by_typing(yes))
     if as_json:
         _emit_json(results)
         return
@@ -315,11 +345,91 @@ def lint(project: Project, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("env")
+@yes_option
+@json_option
 @pass_project
-def unlock(project: Project, env: str) -> None:
-    """Release ENV's migration lock left by a run that died."""
-    release_lock(project.wrangler, project.config.env(env))
-    click.echo(f"Released the lock on {env}.")
+def unlock(project: Project, env: str, yes: bool, as_json: bool) -> None:
+    """Release ENV's lock left by a run that died (shows the holder; protected environments ask first)."""
+    _want_json(as_json)
+    report = unlock_plan.run_unlock(project, env, confirm=confirm_by_typing(yes))
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    holder, since = report.details.get("holder"), report.details.get("held_since")
+    if holder is None:
+        click.echo(f"{env} is not locked: nothing to release.")
+    else:
+        click.echo(f"Released the lock on {env} (held by {holder} since {since}).")
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--to", "to", help="Undo the migrations applied after this one (default: only the last one).")
+@click.option("--steps", type=int, help="Undo the last N applied migrations.")
+@dry_run_option
+@yes_option
+@json_option
+@pass_project
+def rollback(
+    project: Project, env: str, to: str | None, steps: int | None, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Undo the last applied migrations of ENV with their down files (migrations/down/), newest first,
+    all or nothing."""
+    _want_json(as_json)
+    confirm = confirm_by_typing(yes)
+    report = rollback_plan.run_rollback(project, env, to=to, steps=steps, dry_run=dry_run, confirm=confirm)
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not report.plan:
+        click.echo(f"{env}: nothing to roll back.")
+    elif dry_run:
+        click.echo(f"Rollback plan (dry run) for {env}, newest first:")
+        click.echo("".join(f"  {name}\n" for name in report.plan).rstrip("\n"))
+    else:
+        render_run(report)
+
+
+@cli.command("rehearse")
+@click.argument("env", required=False)
+@json_option
+@pass_project
+def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
+    """Apply ENV's pending migrations to a scratch copy of its data, one by one, and report each one's effect.
+    ENV itself is only read."""
+    _want_json(as_json)
+    result = rehearse.rehearse(project, project.config.env(env).name)
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        _render_rehearsal(result)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _render_rehearsal(result: rehearse.Rehearsal) -> None:
+    if not result.migrations:
+        click.echo(f"{result.env}: nothing pending to rehearse.")
+        return
+    copied = sum(result.copied_rows.values())
+    click.echo(f"Rehearsal on a scratch copy of {result.env} ({copied} rows in {len(result.copied_rows)} tables):")
+    rows = []
+    for m in result.migrations:
+        changed = ", ".join(f"{t} {n:+d}" for t, n in m.rows_changed.items()) or "-"
+        made = [f"+{t}" for t in m.tables_created] + [f"-{t}" for t in m.tables_dropped]
+        checks = f"{sum(1 for c in m.checks if c['passed'])}/{len(m.checks)}" if m.checks else "-"
+        rows.append([m.name, m.result, m.duration_ms, changed + (f" ({' '.join(made)})" if made else ""), checks])
+    click.echo(table(["MIGRATION", "RESULT", "MS", "ROWS CHANGED", "CHECKS"], rows))
+    for m in result.migrations:
+        if m.error:
+            click.echo(f"{m.name}: {m.error}" + (f"\n  statement: {m.statement}" if m.statement else ""))
+        for c in m.checks:
+            if not c["passed"]:
+                click.echo(f"{m.name}: check failed: {c['sql']} -> {c.get('error') or c.get('value')}")
+    verdict = "every migration applied" if result.ok else "FAILED"
+    click.echo(f"{verdict}; {result.env} was not changed ({result.wrangler_processes} wrangler processes).")
 
 
 # -- backups ------------------------------------------------------------------------------------------------------
@@ -410,18 +520,16 @@ def restore(
 ) -> None:
     """Make ENV's tables equal a backup (SOURCE: a backup folder or name), after a fresh verified backup."""
     _want_json(as_json)
-    from d1ops import restore as restore_core
-
     if bookmark:
         if source:
             raise UsageError("Give a backup or --bookmark, not both.")
-        result = restore_core.restore_bookmark(project, env, bookmark, confirm=confirm_by_typing(yes))
+        result = restore_plan.restore_bookmark(project, env, bookmark, confirm=confirm_by_typing(yes))
     else:
         if not source:
             raise UsageError("Give the backup to restore (see `d1ops backups list`), or --bookmark.")
-        result = restore_core.restore_backup(
+        result = restore_plan.restore_backup(
             project,
-            backup.resolve_backup(project, source),
+            catalog.resolve_backup(project, source),
             env,
             from_other_env=from_other_env,
             allow_cascade=allow_cascade,
@@ -431,7 +539,7 @@ def restore(
     if as_json:
         _emit_json(result.to_dict())
     else:
-        click.echo(result.describe())
+        click.echo(restore_plan.describe_restore(result))
 
 
 @cli.group("backups")
@@ -448,7 +556,7 @@ def backups_list(project: Project, env: str | None, as_json: bool) -> None:
     _want_json(as_json)
     if env:
         project.config.env(env)
-    entries = backup.list_backups(project, env)
+    entries = catalog.list_backups(project, env)
     if as_json:
         _emit_json([e.to_dict() for e in entries])
         return
@@ -458,7 +566,7 @@ def backups_list(project: Project, env: str | None, as_json: bool) -> None:
     click.echo(
         table(
             ["ENV", "NAME", "TABLES", "ROWS", "SIZE", "VERIFIED"],
-            [[e.env, e.name, ",".join(e.tables)[:40], e.rows, _size(e.size), e.verify_level or "no"] for e in entries],
+            [[e.env, e.name, ",".join(e.tables)[:40], e.rows, size(e.size), e.verify_level or "no"] for e in entries],
         )
     )
 
@@ -471,7 +579,7 @@ def backups_list(project: Project, env: str | None, as_json: bool) -> None:
 def backups_prune(project: Project, env: str | None, keep: int, dry_run: bool) -> None:
     """Delete old backups of ENV; the newest verified backup is never deleted."""
     name = project.config.env(env).name
-    doomed = backup.prune_backups(project, name, keep, dry_run=dry_run)
+    doomed = catalog.prune_backups(project, name, keep, dry_run=dry_run)
     verb = "Would delete" if dry_run else "Deleted"
     click.echo(f"{verb} {len(doomed)} backup(s) of {name}." + "".join(f"\n  {e.name}" for e in doomed))
 
@@ -482,19 +590,11 @@ def backups_prune(project: Project, env: str | None, keep: int, dry_run: bool) -
 @pass_project
 def backups_verify(project: Project, source: str, full: bool) -> None:
     """Verify an existing backup again (checksums, load, row counts)."""
-    result = backup.verify_backup(project, backup.resolve_backup(project, source), level="full" if full else "quick")
+    result = verify.verify_backup(project, catalog.resolve_backup(project, source), level="full" if full else "quick")
     if not result.verified:
         click.echo(f"{result.path}: NOT verified: {result.problem}")
         sys.exit(1)
     click.echo(f"{result.path}: verified ({result.verify_level}).")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 # -- remote databases ---------------------------------------------------------------------------------------------

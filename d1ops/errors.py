@@ -50,6 +50,11 @@ class WranglerError(D1OpsError):
         super().__init__(f"{message}\n  command: {shown}")
 
 
+class OutcomeUnknown(WranglerError):
+    """A wrangler call that may have reached D1 did not finish (timed out, killed, connection lost): whether it
+    changed the database is unknown until the state is read back. Never retried."""
+
+
 class ContentionError(WranglerError):
     """The local database stayed locked by another process (SQLITE_BUSY) after retries."""
 

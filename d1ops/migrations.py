@@ -15,14 +15,15 @@ import functools
 import hashlib
 import math
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from d1ops.errors import ConfigError, UsageError
+from d1ops.sqltext import split_statements
 
 DOWN_SUFFIX = ".down.sql"
+IRREVERSIBLE = "-- d1ops: irreversible"
 DOWN_DIR = "down"
 STRICT_NAME = re.compile(r"^\d{4}_[A-Za-z0-9][A-Za-z0-9_-]*\.sql$")
 NEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_ -]*$")
@@ -170,7 +171,19 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
     judged = files[names.index(baseline) + 1 :] if baseline else files
     findings.extend(_judge_names(judged, files[: len(files) - len(judged)]))
     for m in judged:
-        findings.extend(Finding("error", m.name, problem) for problem in lint_sql(_text_or_empty(m.path)))
+        text = _text_or_empty(m.path)
+        findings.extend(Finding("error", m.name, problem) for problem in lint_sql(text))
+        if not split_statements(text):
+            findings.append(Finding("warning", m.name, "holds no SQL statement: is it finished?"))
+        if m.down_path is None:
+            findings.append(
+                Finding(
+                    "warning",
+                    m.name,
+                    f"has no rollback file {DOWN_DIR}/{m.name}: `d1ops rollback` cannot undo it. Write the "
+                    f"statements that undo it there, or a first line `{IRREVERSIBLE} <reason>`.",
+                )
+            )
     return MigrationSet(directory=directory, files=tuple(files), findings=tuple(findings))
 
 
@@ -182,24 +195,6 @@ def _text_or_empty(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""  # already reported
-
-
-def split_statements(sql: str) -> list[str]:
-    """Complete statements (trigger bodies included), each without its leading comments and blank lines."""
-    statements, buffer = [], ""
-    for line in sql.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer)
-            buffer = ""
-    if buffer.strip():
-        statements.append(buffer)
-    cleaned = []
-    for statement in statements:
-        lines = [ln for ln in statement.splitlines() if ln.strip() and not ln.strip().startswith("--")]
-        if lines:
-            cleaned.append("\n".join(lines).strip())
-    return cleaned
 
 
 def lint_sql(sql: str) -> list[str]:
@@ -257,19 +252,21 @@ def new_migration(directory: Path, name: str, *, now: datetime | None = None) ->
     if path.exists():
         raise UsageError(f"{path.name} already exists.")
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    down = directory / DOWN_DIR / path.name
+    if down.exists():
+        raise UsageError(f"{DOWN_DIR}/{path.name} already exists; remove it or pick another name.")
     path.write_text(
         f"-- Migration number: {number:04d}\t{stamp}\n"
         f"-- {slug}: describe what this changes and why.\n"
         "-- D1 runs this file atomically: do not add BEGIN/COMMIT (remote D1 rejects them).\n"
-        f"-- Rollback: put the statements that undo it in {number:04d}_{slug}.down.sql.\n\n",
+        f"-- Rollback: the statements that undo it go in {DOWN_DIR}/{path.name} (`d1ops rollback` runs them).\n"
+        "-- Optional, for `d1ops rehearse`: a line `-- d1ops: verify <SQL>` whose first column must be true.\n\n",
+        encoding="utf-8",
+    )
+    down.parent.mkdir(exist_ok=True)
+    down.write_text(
+        f"-- Rollback of {path.name}: undo exactly what it does, newest statement first.\n"
+        f"-- If it cannot be undone (it drops data), replace these lines with: {IRREVERSIBLE} <reason>\n\n",
         encoding="utf-8",
     )
     return path
-
-
-def sql_for_batch(sql: str) -> str:
-    """The migration's SQL made safe to append statements to: a final newline, and a final `;`."""
-    text = sql.rstrip("\n") + "\n"
-    if text.strip() and not sqlite3.complete_statement(text):
-        text += ";\n"
-    return text

@@ -1,101 +1,57 @@
-"""The only path that changes a database.
+"""The run: the only path that changes a database.
 
-Every migrate, promote, rollback, restore and execute runs the same sequence:
-load config → lock env → read state → validate checksums → plan → gate (promotion order) → confirm
-(protected env) → verified backup → apply → record → unlock → report.
+Every command that writes (migrate, promote, rollback, restore, execute, unlock, adopt) is a `Change`: it feeds
+the run a plan and an apply step, and the run always goes through the same sequence:
+
+    load → lock + read state (one wrangler call) → validate → plan → gate → confirm (protected env)
+    → safety backup / Time Travel bookmark (per policy) → apply (the lock released in the same call)
+    → read back where the outcome is unknown → report
+
+A failure at any step releases the lock, files the report and raises RunFailed carrying it. So does an
+interruption (Ctrl-C, SIGTERM): the report says what was read back, never what was merely hoped.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from d1ops import __version__, backup
+from d1ops import __version__
+from d1ops.backup import bookmark_restore_command, take_backup
+from d1ops.catalog import REPORTS
 from d1ops.config import Environment
-from d1ops.errors import (
-    BackupFailed,
-    D1OpsError,
-    GateRefused,
-    MigrationFailed,
-    UsageError,
-    WranglerError,
-)
-from d1ops.migrations import MigrationFile, MigrationSet, sql_for_batch
+from d1ops.errors import BackupFailed, D1OpsError, GateRefused, OutcomeUnknown, WranglerError
+from d1ops.files import unique_stamp, utc_now, write_private
 from d1ops.project import Project
-from d1ops.tracking import (
-    CHECKSUM_TABLE,
-    EnvState,
-    actor,
-    lock_and_read_state,
-    migration_batch,
-    new_lock_owner,
-    quote,
-    read_state,
-    release_lock,
-    release_lock_sql,
-)
+from d1ops.schema import DatabaseSchema
+from d1ops.tracking import EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
+from d1ops.verify import BackupResult
+from d1ops.wrangler import redact
 
 Confirm = Callable[[Environment, str], None]
 """Called before a protected environment is changed, with a description of the change; raises to refuse."""
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-@dataclass(frozen=True)
-class Drift:
-    name: str
-    file_checksum: str
-    recorded: dict[str, str]  # env → checksum recorded there
-
-    def describe(self) -> str:
-        where = ", ".join(f"{env} has {sum_[:12]}" for env, sum_ in self.recorded.items())
-        return f"{self.name}: file is {self.file_checksum[:12]}, but {where}"
-
-
-@dataclass
-class Plan:
-    env: str
-    to_apply: list[MigrationFile]
-    skipped: list[str]
-    already_applied: list[str]
-    missing_files: list[str]
-    warnings: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        if not self.to_apply:
-            return f"Nothing to apply to {self.env}."
-        lines = [f"Migrations to apply to {self.env}:"] + [f"  {m.name}" for m in self.to_apply]
-        if self.skipped:
-            lines.append(f"Skipped here (skip list): {', '.join(self.skipped)}")
-        return "\n".join(lines)
+EXIT_INTERRUPTED = 130
 
 
 @dataclass
 class MigrationOutcome:
     name: str
     checksum: str
-    result: str  # applied | failed | not run
+    result: str  # applied | failed | not run | rolled back | unknown
     duration_ms: int | None = None
     error: str | None = None
+    timing: str | None = None  # database: measured inside the batch; process: the wrangler call's wall time
 
 
 @dataclass
 class RunReport:
-    """One JSON document per migrate/promote/rollback run: what was planned, backed up, applied."""
+    """One JSON document per run: what was planned, backed up, applied, and read back."""
 
     command: str
     env: str
@@ -115,13 +71,16 @@ class RunReport:
     exit_code: int = 0
     error: str | None = None
     report_path: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)  # the command's own fields, shown at the top level
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.update(data.pop("details"))
+        return data
 
 
 class RunFailed(D1OpsError):
-    """A pipeline run failed; carries the report so the CLI can still print and file it."""
+    """A run failed; carries the report so the CLI can still print and file it."""
 
     def __init__(self, cause: D1OpsError, report: RunReport) -> None:
         super().__init__(cause.message)
@@ -130,365 +89,228 @@ class RunFailed(D1OpsError):
         self.report = report
 
 
-# -- reading ----------------------------------------------------------------------------------------------------
-def read_states(
-    project: Project,
-    envs: list[Environment],
-    *,
-    lock: tuple[Environment, str] | None = None,
-    files: tuple[MigrationFile, ...] = (),
-) -> dict[str, EnvState]:
-    """Read several environments at once: one wrangler process each, at most as many at a time as cores.
+class Run:
+    """The state one run shares between its steps (and with the Change it runs)."""
 
-    With `lock=(env, owner)` that environment is locked (and its tracking tables created) in the same call.
-    """
+    def __init__(self, project: Project, env: Environment, report: RunReport, *, dry_run: bool) -> None:
+        self.project = project
+        self.env = env
+        self.report = report
+        self.dry_run = dry_run
+        self.owner = new_lock_owner()
+        self.locked = False
+        self.state: EnvState | None = None
+        self.schema: DatabaseSchema | None = None
+        self.safety_backup: BackupResult | None = None
+        self.work = Path()
 
-    def read(env: Environment) -> EnvState:
-        if lock and env.name == lock[0].name:
-            return lock_and_read_state(project.wrangler, env, lock[1], files)
-        return read_state(project.wrangler, env)
+    @property
+    def wrangler(self):  # noqa: ANN201 - Wrangler, without importing it here
+        return self.project.wrangler
 
-    if len(envs) == 1:
-        return {envs[0].name: read(envs[0])}
-    with ThreadPoolExecutor(max_workers=max(1, min(len(envs), os.cpu_count() or 1))) as pool:
-        futures = {env.name: pool.submit(read, env) for env in envs}
-        return {name: future.result() for name, future in futures.items()}
+    def lock_and_read(self, *, with_schema: bool = False) -> EnvState:
+        """Take the lock and read the state (and the schema) in one wrangler call; a dry run only reads."""
+        env = self.env
+        if self.dry_run:
+            self.state = read_state(self.wrangler, env)
+            return self.state
+        self.locked = True  # set first: a failure after the lock call must still release it
+        files = self.project.migrations().files if self.project.config.migrations_dir.is_dir() else ()
+        self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
+        self.schema = schema or self.schema
+        return self.state
 
+    def applied(self) -> None:
+        """The apply step's call released the lock along with the change."""
+        self.locked = False
 
-def find_drift(migrations: MigrationSet, states: dict[str, EnvState]) -> list[Drift]:
-    """Files whose checksum differs from the one recorded in any environment where they were applied."""
-    drifts = []
-    for m in migrations.files:
-        recorded = {
-            env: state.applied[m.name].checksum
-            for env, state in states.items()
-            if m.name in state.applied and state.applied[m.name].checksum not in (None, m.checksum)
-        }
-        if recorded:
-            drifts.append(Drift(m.name, m.checksum, recorded))  # type: ignore[arg-type]
-    return drifts
+    def release(self) -> None:
+        if self.locked:
+            release_lock(self.wrangler, self.env, self.owner)
+            self.locked = False
 
-
-def plan_migrations(env: Environment, state: EnvState, migrations: MigrationSet, only: set[str] | None = None) -> Plan:
-    """Pending files in wrangler's order, minus the environment's skip list (and outside `only`, if given)."""
-    on_disk = migrations.by_name()
-    to_apply, skipped = [], []
-    for m in migrations.files:
-        if m.name in state.applied:
-            continue
-        if m.name in env.skip:
-            skipped.append(m.name)
-        elif only is None or m.name in only:
-            to_apply.append(m)
-    missing = [name for name in state.applied if name not in on_disk]
-    warnings = [f"{name} is applied to {env.name} but its file is missing from the folder" for name in missing]
-    return Plan(env.name, to_apply, skipped, list(state.applied), missing, warnings)
-
-
-def gate_plan(project: Project, env: Environment, plan: Plan, states: dict[str, EnvState]) -> None:
-    """Refuse a migration that its predecessor environment has not applied with the same checksum."""
-    previous = project.config.predecessor(env)
-    if previous is None or not plan.to_apply:
-        return
-    before = states[previous.name]
-    refused = []
-    for m in plan.to_apply:
-        if m.name in previous.skip:
-            continue
-        applied = before.applied.get(m.name)
-        if applied is None:
-            refused.append(f"{m.name} is not applied to {previous.name}")
-        elif applied.checksum not in (None, m.checksum):
-            refused.append(f"{m.name} was applied to {previous.name} with checksum {applied.checksum[:12]}")
-    if refused:
-        raise GateRefused(
-            f"Promotion order is {' → '.join(project.config.env_names)}: refusing to migrate {env.name}.\n"
-            + "\n".join(f"  {line}" for line in refused)
-            + f"\nApply it to {previous.name} first: `d1ops promote --to {previous.name}` "
-            f"(or `d1ops migrate {previous.name}`)."
-        )
+    def release_quietly(self) -> None:
+        """Release our lock after a failure; if even that fails, say how to release it by hand."""
+        if not self.locked:
+            return
+        try:
+            release_lock(self.wrangler, self.env, self.owner)
+            self.locked = False
+        except BaseException as exc:  # noqa: BLE001 - a second Ctrl-C here must still leave the advice
+            detail = exc.message if isinstance(exc, D1OpsError) else "interrupted"
+            self.report.warnings.append(
+                f"could not release the lock on {self.env.name} ({detail}). Run `d1ops unlock {self.env.name}`."
+            )
+            if not isinstance(exc, D1OpsError):
+                raise
 
 
-def check_drift(drifts: list[Drift]) -> None:
-    if drifts:
-        raise GateRefused(
-            "Applied migrations were edited after they were applied (checksum drift):\n"
-            + "\n".join(f"  {d.describe()}" for d in drifts)
-            + "\nNever edit an applied migration: restore the file from version control "
-            "(git checkout -- FILE) and put the change in a new migration (`d1ops new NAME`)."
-        )
+class Change:
+    """What one command feeds the run. Override what differs; every step has a safe default."""
+
+    command = "change"
+    backup_label: str | None = None  # the safety backup's label (default: the command)
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def prepare(self, run: Run) -> None:
+        """Check inputs before anything touches the database (a refusal here changes nothing)."""
+
+    def read(self, run: Run) -> None:
+        """Lock and read state: one wrangler call."""
+        run.lock_and_read()
+
+    def plan(self, run: Run) -> bool:
+        """Validate, plan, gate. Return False when there is nothing to do."""
+        return True
+
+    def describe(self) -> str:
+        """What the confirmation prompt shows."""
+        return f"{self.command} on {self.env.name}"
+
+    def backup_policy(self) -> str:
+        """required | optional | skip: the environment's policy, unless the command has its own."""
+        return self.env.backup
+
+    def backup_tables(self) -> list[str] | None:
+        """The tables the safety backup holds (None: the whole database)."""
+        return None
+
+    def wants_bookmark(self) -> bool:
+        return self.env.is_remote
+
+    def untouched(self) -> str:
+        return f"Nothing was applied to {self.env.name}."
+
+    def on_dry_run(self, run: Run) -> None:
+        """Fill the report of a dry run (what would happen)."""
+
+    def apply(self, run: Run) -> None:
+        """Make the change; release the lock in the same call (`run.applied()`), or leave it to the run."""
+        raise NotImplementedError
+
+    def read_back(self, run: Run, cause: OutcomeUnknown) -> D1OpsError:
+        """After a call whose outcome is unknown: read what the database holds, put it in the report, and
+        return the error to raise (saying exactly what is applied)."""
+        return cause
 
 
-# -- the pipeline ------------------------------------------------------------------------------------------------
-def run_migrate(
-    project: Project,
-    env_name: str | None,
-    *,
-    dry_run: bool = False,
-    confirm: Confirm | None = None,
-    command: str = "migrate",
-    only_from_predecessor: bool = False,
-) -> RunReport:
-    """Apply pending migrations to one environment, through every gate. Returns the run report.
-
-    `only_from_predecessor` (promote) limits the plan to what the previous environment has applied.
-    Raises RunFailed (carrying the report) on any failure.
-    """
-    config = project.config
-    env = config.env(env_name)
-    report = RunReport(command=command, env=env.name, target=env.target, dry_run=dry_run, started_at=utc_now())
-    start_count = project.wrangler.processes
-    owner = new_lock_owner()
-    locked = False
+def run_change(project: Project, change: Change, *, dry_run: bool = False, confirm: Confirm | None = None) -> RunReport:
+    """Run one change through the whole sequence; returns the report, or raises RunFailed carrying it."""
+    env = change.env
+    report = RunReport(command=change.command, env=env.name, target=env.target, dry_run=dry_run, started_at=utc_now())
+    run = Run(project, env, report, dry_run=dry_run)
+    start = project.wrangler.processes
     try:
-        migrations = project.migrations()
-        migrations.raise_for_errors()
-        report.warnings += [f"{f.file}: {f.message}" for f in migrations.warnings]
-        index = config.env_names.index(env.name)
-        envs = list(config.environments[: index + 1])
-        locked = not dry_run  # set first: a failure after the lock call must still release it
-        states = read_states(project, envs, lock=None if dry_run else (env, owner), files=migrations.files)
-        check_drift(find_drift(migrations, states))
-        previous = config.predecessor(env)
-        only = None
-        if only_from_predecessor and previous is not None:
-            only = set(states[previous.name].applied)
-        plan = plan_migrations(env, states[env.name], migrations, only)
-        report.plan = [m.name for m in plan.to_apply]
-        report.skipped = plan.skipped
-        report.warnings += plan.warnings
-        gate_plan(project, env, plan, states)
-        if dry_run or not plan.to_apply:
-            if locked:
-                release_lock(project.wrangler, env, owner)
-                locked = False
-            if dry_run and plan.to_apply and env.backup != "skip":
-                report.backup = {
-                    "would_take": f"{config.backups_dir.name}/{env.name}/<UTC time>-{command}",
-                    "required": env.backup == "required",
-                    "verify": env.verify,
-                }
-            return _finish(project, report, start_count, None)
-        if env.protected:
-            if confirm is None:
-                raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
-            confirm(env, plan.describe())
-        backup_folder = _backup_before_apply(project, env, states[env.name], report, command)
-        _apply(project, env, plan, report, owner)
-        locked = False  # the last migration's batch released the lock
-        return _finish(project, report, start_count, backup_folder)
+        with tempfile.TemporaryDirectory(prefix="d1ops-run-") as tmp:
+            run.work = Path(tmp)
+            change.prepare(run)
+            change.read(run)
+            if not change.plan(run) or dry_run:
+                run.release()
+                if dry_run:
+                    change.on_dry_run(run)
+                return finish(project, report, start)
+            if env.protected:
+                if confirm is None:
+                    raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
+                confirm(env, change.describe())
+            take_safety(run, change)
+            try:
+                change.apply(run)
+            except OutcomeUnknown as unknown:
+                run.locked = False  # whatever the call did, it was the one to release the lock: never retried
+                raise change.read_back(run, unknown) from None
+            run.release()
+            return finish(project, report, start)
     except D1OpsError as exc:
-        if locked:
-            release_quietly(project, env, owner, report.warnings)
-        report.error = exc.message
+        run.release_quietly()
+        report.error = redact(exc.message)
         report.exit_code = exc.exit_code
-        folder = Path(report.backup["path"]) if report.backup and report.backup.get("path") else None
-        _finish(project, report, start_count, folder)
+        finish(project, report, start)
         raise RunFailed(exc, report) from exc
-    except BaseException:
-        if locked:
-            release_quietly(project, env, owner, report.warnings)
+    except BaseException:  # Ctrl-C, SIGTERM: release, and still file what is known
+        try:
+            run.release_quietly()
+        finally:
+            report.error = "interrupted"
+            report.exit_code = EXIT_INTERRUPTED
+            report.warnings.append("the run was interrupted; the report shows what was known when it stopped")
+            finish(project, report, start)
         raise
 
 
-def release_quietly(project: Project, env: Environment, owner: str, warnings: list[str]) -> None:
-    """Release our lock after a failure; if even that fails, say how to release it by hand."""
-    try:
-        release_lock(project.wrangler, env, owner)
-    except D1OpsError as exc:
-        warnings.append(f"could not release the lock on {env.name}: {exc.message}. Run `d1ops unlock {env.name}`.")
-
-
-def _backup_before_apply(
-    project: Project, env: Environment, state: EnvState, report: RunReport, label: str
-) -> Path | None:
-    """Take the backup the environment's policy asks for; a failure of a required one aborts the run."""
-    if env.is_remote:
+def take_safety(run: Run, change: Change) -> None:
+    """The Time Travel bookmark (remote) and the verified backup the policy asks for, before any change."""
+    env, report = run.env, run.report
+    policy = change.backup_policy()
+    if change.wants_bookmark():
         try:
-            info = project.wrangler.time_travel_info(env)
+            info = run.wrangler.time_travel_info(env)
             report.bookmark = str(info.get("bookmark") or "") or None
         except WranglerError as exc:
-            if env.backup == "required":
+            if policy == "required":
                 raise BackupFailed(
-                    f"Could not record a Time Travel bookmark of {env.name}: {exc.detail}. Nothing was applied."
+                    f"Could not record a Time Travel bookmark of {env.name}: {exc.detail}. {change.untouched()}"
                 ) from exc
             report.warnings.append(f"no Time Travel bookmark: {exc.detail}")
         if report.bookmark:
-            report.restore_command = backup.bookmark_restore_command(project, env, report.bookmark)
-    if env.backup == "skip":
-        return None
+            report.restore_command = bookmark_restore_command(env, report.bookmark)
+    if policy == "skip":
+        return
+    state = run.state
     try:
-        result = backup.take_backup(
-            project,
+        result = take_backup(
+            run.project,
             env,
-            tables=None,
-            label=label,
+            tables=change.backup_tables(),
+            label=change.backup_label or change.command,
             verify=env.verify,
-            head=_head(state),
+            head=state.applied_names[-1] if state and state.applied else None,
             bookmark=report.bookmark,
+            schema=run.schema,
         )
     except BackupFailed as exc:
-        if env.backup == "required":
-            raise BackupFailed(f"{exc.message}\nNothing was applied to {env.name}.") from exc
+        if policy == "required":
+            raise BackupFailed(f"{exc.message}\n{change.untouched()}") from exc
         report.warnings.append(f"backup failed (backup: optional, so the run went on): {exc.message}")
-        return None
+        return
     if result is None:
         report.backup = {"skipped": "the database holds no tables yet: nothing to back up"}
-        return None
+        return
     report.backup = result.summary()
+    run.safety_backup = result
     if not result.verified:
         message = f"The backup {result.path} did not verify: {result.problem}."
-        if env.backup == "required":
-            raise BackupFailed(f"{message}\nNothing was applied to {env.name}.")
+        if policy == "required":
+            raise BackupFailed(f"{message}\n{change.untouched()}")
         report.warnings.append(message)
-    return result.path
 
 
-def _head(state: EnvState) -> str | None:
-    return state.applied_names[-1] if state.applied else None
-
-
-def _apply(project: Project, env: Environment, plan: Plan, report: RunReport, owner: str) -> None:
-    """Apply the plan; each migration's SQL and tracking rows are atomic, and the last batch releases the lock.
-
-    Several migrations go to wrangler as one batch first (1 process instead of N; D1 runs a file atomically).
-    If the batch fails, nothing of it was applied, and the migrations are applied one per process to find
-    and name the failing file, the ones before it staying applied.
-    """
-    who = actor()
-    outcomes = [MigrationOutcome(m.name, m.checksum, "not run") for m in plan.to_apply]
-    report.migrations = outcomes
-    sqls = []
-    for m in plan.to_apply:
-        try:
-            sqls.append(sql_for_batch(m.read_sql()))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise MigrationFailed(f"{m.name} cannot be read ({exc}). Nothing was applied.") from exc
-    with tempfile.TemporaryDirectory(prefix="d1ops-") as tmp:
-        if len(plan.to_apply) > 1 and _apply_as_one_batch(project, env, plan, sqls, outcomes, who, owner, Path(tmp)):
-            return
-        for i, (m, sql, outcome) in enumerate(zip(plan.to_apply, sqls, outcomes, strict=True)):
-            last = i == len(plan.to_apply) - 1
-            batch = Path(tmp) / f"{i:04d}-{m.name}"
-            batch.write_text(migration_batch(m, sql, who, release_owner=owner if last else None), encoding="utf-8")
-            started = time.monotonic()
-            try:
-                project.wrangler.execute(env, file=batch)
-            except WranglerError as exc:
-                outcome.result = "failed"
-                outcome.error = exc.detail
-                outcome.duration_ms = int((time.monotonic() - started) * 1000)
-                done = [o.name for o in outcomes if o.result == "applied"]
-                raise MigrationFailed(
-                    f"Migration {m.name} failed on {env.name}: {exc.detail}\n"
-                    f"Nothing of {m.name} was applied or recorded"
-                    + (f" ({', '.join(done)} applied before it)" if done else "")
-                    + f". Fix {m.path.name} and run `d1ops migrate {env.name}` again."
-                ) from exc
-            outcome.result = "applied"
-            outcome.duration_ms = int((time.monotonic() - started) * 1000)
-
-
-def _apply_as_one_batch(
-    project: Project,
-    env: Environment,
-    plan: Plan,
-    sqls: list[str],
-    outcomes: list[MigrationOutcome],
-    who: str,
-    owner: str,
-    tmp: Path,
-) -> bool:
-    names = ", ".join(quote(m.name) for m in plan.to_apply)
-    text = "".join(migration_batch(m, sql, who, release_owner=None) for m, sql in zip(plan.to_apply, sqls, strict=True))
-    text += release_lock_sql(owner) + f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
-    batch = tmp / "all.sql"
-    batch.write_text(text, encoding="utf-8")
-    try:
-        result = project.wrangler.execute(env, file=batch)
-    except WranglerError:
-        return False  # nothing of the batch was applied: go one by one to name the failing file
-    # Locally the last statement's rows carry the durations; remotely wrangler prints only an import summary.
-    rows = result[-1].results if result else []
-    durations = {str(r["name"]): r.get("duration_ms") for r in rows if "name" in r}
-    for outcome in outcomes:
-        outcome.result = "applied"
-        value = durations.get(outcome.name)
-        outcome.duration_ms = int(value) if isinstance(value, int | float) else None
-    return True
-
-
-def _finish(project: Project, report: RunReport, start_count: int, backup_folder: Path | None) -> RunReport:
+def finish(project: Project, report: RunReport, start: int) -> RunReport:
     report.finished_at = utc_now()
-    report.wrangler_processes = project.wrangler.processes - start_count
+    report.wrangler_processes = project.wrangler.processes - start
     if not report.dry_run:
-        report.report_path = str(write_report(project, report, backup_folder))
+        report.report_path = str(write_report(project, report))
     return report
 
 
-def write_report(project: Project, report: RunReport, backup_folder: Path | None) -> Path:
-    """File the report under backups/<env>/reports/, and a copy in the run's backup folder."""
-    folder = project.config.backups_dir / report.env / "reports"
-    path = folder / f"{stamp()}-{report.command}.json"
-    text = json.dumps(report.to_dict(), indent=2) + "\n"
+def write_report(project: Project, report: RunReport) -> Path:
+    """The one report writer: backups/<env>/reports/<time>-<id>-<command>.json, and a copy in the run's backup
+    folder. Names are unique even for two runs in the same millisecond."""
+    path = project.config.backups_dir / report.env / REPORTS / f"{unique_stamp()}-{report.command}.json"
+    report.report_path = str(path)
+    text = redact(json.dumps(report.to_dict(), indent=2, default=str)) + "\n"
+    backup = (report.backup or {}).get("path")
     try:
         write_private(path, text)
-        if backup_folder is not None and backup_folder.is_dir():
-            write_private(backup_folder / "report.json", text)
+        if backup and Path(backup).is_dir():
+            write_private(Path(backup) / "report.json", text)
     except OSError as exc:
-        report.warnings.append(f"could not write the run report ({exc})")
+        report.warnings.append(f"could not write the run report ({exc.strerror or exc})")
     return path
 
 
-def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-# -- promote ------------------------------------------------------------------------------------------------------
-def behind_env(project: Project) -> Environment:
-    """The first environment that lacks something its predecessor has applied (promote's default target)."""
-    config = project.config
-    migrations = project.migrations()
-    states = read_states(project, list(config.environments))
-    for env in config.environments[1:]:
-        previous = config.predecessor(env)
-        assert previous is not None
-        plan = plan_migrations(env, states[env.name], migrations, set(states[previous.name].applied))
-        if plan.to_apply:
-            return env
-    raise UsageError("Every environment already has what the one before it has: nothing to promote.")
-
-
-def run_promote(
-    project: Project, to: str | None, *, dry_run: bool = False, confirm: Confirm | None = None
-) -> RunReport:
-    config = project.config
-    env = config.env(to) if to else behind_env(project)
-    if config.predecessor(env) is None:
-        raise UsageError(
-            f"{env.name} is the first environment: nothing to promote into it. Use `d1ops migrate {env.name}`."
-        )
-    return run_migrate(
-        project, env.name, dry_run=dry_run, confirm=confirm, command="promote", only_from_predecessor=True
-    )
-
-
-# -- execute ------------------------------------------------------------------------------------------------------
-def run_execute(
-    project: Project, env_name: str, *, command: str | None, file: Path | None, confirm: Confirm | None
-) -> list[dict[str, Any]]:
-    """Run ad-hoc SQL; on a protected environment only after confirmation."""
-    env = project.config.env(env_name)
-    if file is not None and not file.is_file():
-        raise UsageError(f"SQL file {file} does not exist.")
-    if env.protected:
-        if confirm is None:
-            raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
-        confirm(env, f"Execute on {env.name}: " + (f"--file {file}" if file else f"--command {command!r}"))
-    result = project.wrangler.execute(env, command=command, file=file)
-    return [{"results": s.results, "meta": s.meta} for s in result]
+def elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from d1ops.config import Environment
-from d1ops.pipeline import find_drift, read_states
+from d1ops.plans.migrate import find_drift
 from d1ops.project import Project
-from d1ops.tracking import EnvState
+from d1ops.tracking import EnvState, read_states
 
 APPLIED, PENDING, SKIPPED, DRIFTED, MISSING_FILE = "applied", "pending", "skipped", "drifted", "missing-file"
 
@@ -57,7 +57,7 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
     """Status of these environments: one wrangler process each, read concurrently."""
     start = project.wrangler.processes
     migrations = project.migrations()
-    states = read_states(project, envs)
+    states = read_states(project.wrangler, envs)
     drifted = {d.name for d in find_drift(migrations, states)}
     rows: dict[str, MigrationRow] = {m.name: MigrationRow(m.name, m.checksum) for m in migrations.files}
     for env in envs:

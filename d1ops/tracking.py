@@ -15,11 +15,15 @@ import getpass
 import os
 import socket
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from d1ops.config import Environment
 from d1ops.errors import LockHeld, WranglerError
 from d1ops.migrations import MigrationFile
+from d1ops.schema import SCHEMA_READ, DatabaseSchema, schema_from
+from d1ops.sqltext import quote
 from d1ops.wrangler import Wrangler
 
 WRANGLER_TABLE = "d1_migrations"
@@ -46,13 +50,6 @@ LOCK_DDL = f"""CREATE TABLE IF NOT EXISTS {LOCK_TABLE}(
   acquired_at TEXT NOT NULL
 );"""
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
-
-
-def quote(value: str | None) -> str:
-    """An SQL string literal."""
-    if value is None:
-        return "NULL"
-    return "'" + value.replace("'", "''") + "'"
 
 
 def actor() -> str:
@@ -156,11 +153,19 @@ def _state_from(env: Environment, rows: list[dict[str, object]], lock_rows: list
     )
 
 
-def lock_and_read_state(wrangler: Wrangler, env: Environment, owner: str, files: tuple[MigrationFile, ...]) -> EnvState:
-    """Create the tracking tables, take the lock, adopt checksums of wrangler-applied files, read state.
+def lock_and_read_state(
+    wrangler: Wrangler,
+    env: Environment,
+    owner: str,
+    files: tuple[MigrationFile, ...],
+    *,
+    with_schema: bool = False,
+) -> tuple[EnvState, DatabaseSchema | None]:
+    """Create the tracking tables, take the lock, adopt checksums of wrangler-applied files, read state (and,
+    `with_schema`, the schema): one wrangler process, one atomic batch.
 
-    One wrangler process, one atomic batch. Raises LockHeld (naming the holder) when another run has it.
-    A migration applied by plain wrangler gets the checksum of the file on disk recorded, once.
+    Raises LockHeld (naming the holder) when another run has it. A migration applied by plain wrangler gets
+    the checksum of the file on disk recorded, once.
     """
     statements = [
         WRANGLER_DDL,
@@ -178,14 +183,40 @@ def lock_and_read_state(wrangler: Wrangler, env: Environment, owner: str, files:
             f"  AND EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});"
         )
     statements += [_STATE_QUERY + ";", _LOCK_QUERY + ";"]
+    if with_schema:
+        statements.append(SCHEMA_READ)
     result = wrangler.execute(env, command="\n".join(statements))
-    state = _state_from(env, result[-2].results, result[-1].results)
+    at = -4 if with_schema else -2
+    state = _state_from(env, result[at].results, result[at + 1].results)
     if state.lock_owner != owner:
         raise LockHeld(
             f"Environment '{env.name}' is locked by {state.lock_owner} since {state.lock_acquired_at}. "
             f"Wait for that run to finish; if it died, release the lock with `d1ops unlock {env.name}`."
         )
-    return state
+    return state, schema_from(result) if with_schema else None
+
+
+def read_states(
+    wrangler: Wrangler,
+    envs: list[Environment],
+    *,
+    readers: dict[str, Callable[[], EnvState]] | None = None,
+) -> dict[str, EnvState]:
+    """Read several environments at once: one wrangler process each, at most as many at a time as cores.
+
+    `readers` replaces the plain read for some environments (e.g. the one a run locks in the same call).
+    """
+    readers = readers or {}
+
+    def read(env: Environment) -> EnvState:
+        reader = readers.get(env.name)
+        return reader() if reader else read_state(wrangler, env)
+
+    if len(envs) == 1:
+        return {envs[0].name: read(envs[0])}
+    with ThreadPoolExecutor(max_workers=max(1, min(len(envs), os.cpu_count() or 1))) as pool:
+        futures = {env.name: pool.submit(read, env) for env in envs}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def release_lock_sql(owner: str) -> str:

@@ -7,6 +7,7 @@ on a prompt), and turns any failure into `WranglerError(argv, exit_code, message
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from typing import Any
 import sh
 
 from d1ops.config import Environment
-from d1ops.errors import ContentionError, UsageError, WranglerError, WranglerNotFound
+from d1ops.errors import ContentionError, OutcomeUnknown, UsageError, WranglerError, WranglerNotFound
 
 PINNED_MAJOR = 4
 DEFAULT_TIMEOUT = 300.0
@@ -226,6 +227,10 @@ class Wrangler:
                 **options,
             )
             cmd.wait()
+        except sh.SignalException as exc:  # killed (OOM killer, an operator): it may have done anything
+            raise OutcomeUnknown(
+                self._shown(argv, env), None, f"wrangler was killed by signal {-exc.exit_code} before it finished"
+            ) from None
         except sh.ErrorReturnCode as exc:
             out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
             err = exc.stderr.decode("utf-8", "replace")
@@ -247,14 +252,22 @@ class Wrangler:
                 )
             else:
                 message += " Raise D1OPS_WRANGLER_TIMEOUT if the database is large."
-            error = WranglerError(self._shown(argv, env), None, message)
+            error = OutcomeUnknown(self._shown(argv, env), None, message)
             if remote:
                 self._remote_failure = error
             raise error from None
-        except (sh.CommandNotFound, PermissionError, FileNotFoundError, OSError) as exc:
+        except (sh.CommandNotFound, FileNotFoundError) as exc:
             _kill_group(cmd)
             raise WranglerNotFound(
                 f"wrangler could not be started ({exc}). Install it with `npm ci` (or `make install`)."
+            ) from None
+        except OSError as exc:  # E2BIG, EMFILE, ENOMEM…: the OS refused to start it, said as itself
+            _kill_group(cmd)
+            raise WranglerError(
+                self._shown(argv, env),
+                None,
+                f"the operating system could not start wrangler: {exc.strerror or exc} "
+                f"({errno.errorcode.get(exc.errno or 0, exc.errno)})",
             ) from None
         except BaseException:  # KeyboardInterrupt, SystemExit: stop wrangler with us
             _kill_group(cmd)
@@ -314,12 +327,23 @@ class Wrangler:
             raise UsageError("execute needs exactly one of --command or --file.")
         args = ["d1", "execute", env.binding.binding, *self.target_args(env), "--json", "--yes"]
         args += ["--command", command] if command is not None else ["--file", str(file)]
-        if discard_results:
-            with tempfile.TemporaryDirectory(prefix="d1ops-out-") as tmp:
-                self.run_retrying_busy(args, out_file=Path(tmp) / "out.json")
-            return []
-        out = self.run_retrying_busy(args)
-        return parse_statements(out, args)
+        try:
+            if discard_results:
+                with tempfile.TemporaryDirectory(prefix="d1ops-out-") as tmp:
+                    self.run_retrying_busy(args, out_file=Path(tmp) / "out.json")
+                return []
+            return parse_statements(self.run_retrying_busy(args), args)
+        except OutcomeUnknown:
+            raise
+        except WranglerError as exc:
+            if file is not None and env.is_remote and _UNREACHABLE.search(exc.detail):
+                # The import may have reached D1 before the connection went: its outcome is unknown.
+                raise OutcomeUnknown(exc.argv, exc.wrangler_exit_code, exc.detail) from None
+            raise
+
+    def forget_remote_failure(self) -> None:
+        """Let remote calls be tried again (reading back the state after a lost connection)."""
+        self._remote_failure = None
 
     def run_retrying_busy(self, args: list[str], *, out_file: Path | None = None) -> str:
         """`run`, tried again while a local database is busy (SQLITE_BUSY means nothing was done).

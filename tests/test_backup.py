@@ -247,7 +247,7 @@ def test_compact_dump_joins_one_row_inserts_and_keeps_every_value(tmp_path: Path
     import io
     import sqlite3
 
-    from d1ops.backup import load_dump, write_compact_dump
+    from d1ops.dumpfile import load_dump, write_compact_dump
 
     dump = tmp_path / "dump.sql"
     values = ["plain", "it's", "semi; colon", "close);paren", "new\nline", None]

@@ -121,6 +121,7 @@ def test_no_wrangler_anywhere_says_how_to_install(files: Proj, monkeypatch) -> N
 
 def test_lint_reports_findings_and_exits_1_on_errors(files: Proj) -> None:
     (files.migrations / "0001_ok.sql").write_text("CREATE TABLE a (id INTEGER PRIMARY KEY);\n")
+    files.write("migrations/down/0001_ok.sql", "DROP TABLE a;\n")
     assert files.run("lint").output == "1 migration(s), 0 error(s), 0 warning(s).\n"
     (files.migrations / "0003_tx.sql").write_text("BEGIN TRANSACTION;\nCREATE TABLE b (id INTEGER);\nCOMMIT;\n")
     result = files.run("lint")

@@ -241,6 +241,7 @@ def test_real_project_folder_migrates_in_wranglers_order_to_the_same_schema(tmp_
     for p in (ours, twin):
         for name, text in REAL_PROJECT.items():
             (p.migrations / name).write_text(text)
+        p.write("migrations/down/0011_next.sql", "ALTER TABLE accounts DROP COLUMN name;\n")
         p.root.joinpath("wrangler.toml").write_text(p.root.joinpath("wrangler.toml").read_text())
 
     result = ours.run("migrate")

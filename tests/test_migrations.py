@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from d1ops.errors import ConfigError, UsageError
-from d1ops.migrations import discover_migrations, new_migration, sql_for_batch, wrangler_order
+from d1ops.migrations import MigrationSet, discover_migrations, new_migration, wrangler_order
+from d1ops.sqltext import sql_for_batch
+
+
+def names_and_numbering(found: MigrationSet) -> list[tuple[str, str]]:
+    """The findings about names, numbering and encoding (not the missing-rollback-file warnings)."""
+    return [(f.level, f.file) for f in found.findings if "has no rollback file" not in f.message]
 
 
 def write(folder: Path, name: str, text: str = "SELECT 1;\n", data: bytes | None = None) -> Path:
@@ -45,7 +51,7 @@ def test_discover_reads_sql_files_with_sha256_of_bytes(tmp_path: Path) -> None:
     found = discover_migrations(tmp_path)
     assert [m.name for m in found.files] == ["0001_one.sql", "0002_two.sql"]
     assert found.files[1].checksum == hashlib.sha256(b"CREATE TABLE b(x);").hexdigest()
-    assert found.findings == ()
+    assert names_and_numbering(found) == []
 
 
 def test_rollback_files_are_not_migrations(tmp_path: Path) -> None:
@@ -66,7 +72,7 @@ def test_without_baseline_every_file_is_judged(tmp_path: Path) -> None:
     write(tmp_path, "0004_gap.sql")
     write(tmp_path, "add-thing.sql")
     found = discover_migrations(tmp_path)
-    assert [(f.level, f.file) for f in found.findings] == [
+    assert names_and_numbering(found) == [
         ("error", "0001_one.sql"),
         ("warning", "0004_gap.sql"),
         ("error", "add-thing.sql"),
@@ -84,7 +90,7 @@ def test_baseline_silences_adopted_history_but_judges_what_follows(tmp_path: Pat
     write(tmp_path, "0009_after_gap.sql")
     write(tmp_path, "0009_same_number.sql")
     found = discover_migrations(tmp_path, baseline="006_fts.sql")
-    assert [(f.level, f.file) for f in found.findings] == [
+    assert names_and_numbering(found) == [
         ("warning", "0009_after_gap.sql"),
         ("error", "0009_same_number.sql"),
     ]
@@ -117,6 +123,30 @@ def test_new_takes_highest_prefix_plus_one_with_four_digits(tmp_path: Path) -> N
     text = path.read_text()
     assert text.startswith("-- Migration number: 0018\t")
     assert "BEGIN/COMMIT" in text
+    assert "down/0018_add_tags.sql" in text  # the header points at the rollback file wrangler never applies
+    down = tmp_path / "down" / "0018_add_tags.sql"
+    assert "-- d1ops: irreversible" in down.read_text()
+    found = discover_migrations(tmp_path, baseline="0017_later.sql")
+    assert found.files[-1].down_path == down
+
+
+def test_lint_warns_about_a_migration_after_baseline_without_a_rollback_file(tmp_path: Path) -> None:
+    write(tmp_path, "0001_old.sql")
+    write(tmp_path, "0002_new.sql")
+    write(tmp_path, "0003_undone.sql")
+    write(tmp_path / "down", "0003_undone.sql", "DROP TABLE x;")
+    found = discover_migrations(tmp_path, baseline="0001_old.sql")
+    assert [(f.level, f.file) for f in found.findings] == [("warning", "0002_new.sql")]
+    assert "has no rollback file down/0002_new.sql" in found.findings[0].message
+
+
+def test_lint_warns_about_a_migration_with_no_statement(tmp_path: Path) -> None:
+    write(tmp_path, "0001_empty.sql", "-- TODO: write this\n")
+    write(tmp_path / "down", "0001_empty.sql", "SELECT 1;")
+    found = discover_migrations(tmp_path)
+    assert [(f.level, f.file, f.message) for f in found.findings] == [
+        ("warning", "0001_empty.sql", "holds no SQL statement: is it finished?")
+    ]
 
 
 def test_new_in_empty_folder_starts_at_0001(tmp_path: Path) -> None:
@@ -148,7 +178,7 @@ def test_transaction_statements_are_errors_because_remote_d1_rejects_them(tmp_pa
         "CREATE TABLE b(x);\nCREATE TRIGGER t AFTER INSERT ON b BEGIN\n  -- body\n  SELECT 1;\nEND;\n",
     )
     found = discover_migrations(tmp_path)
-    assert [(f.level, f.file) for f in found.findings] == [("error", "0001_tx.sql")]
+    assert names_and_numbering(found) == [("error", "0001_tx.sql")]
     assert "remote D1 rejects them" in found.findings[0].message
     # adopted history before the baseline is not judged
-    assert discover_migrations(tmp_path, baseline="0001_tx.sql").findings == ()
+    assert names_and_numbering(discover_migrations(tmp_path, baseline="0001_tx.sql")) == []

@@ -1,0 +1,102 @@
+"""Restore a whole-database backup: drop every table and view, replay the backup, in one atomic batch."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TextIO
+
+from d1ops.config import Environment
+from d1ops.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
+from d1ops.pipeline import Run
+from d1ops.plans.restore import RestoreChange, RestoreResult
+from d1ops.project import Project
+from d1ops.schema import ORDINARY_TABLES_QUERY, DatabaseSchema, count_rows, lower, read_schema
+from d1ops.sqltext import ident
+from d1ops.tablediff import TableRestore
+from d1ops.tracking import LOCK_TABLE
+
+
+def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, always: bool) -> None:
+    skipped = sorted(set(schema.virtual_tables) | set(manifest.get("not_backed_up") or []))
+    if skipped and (always or schema.virtual_tables):
+        fts = schema.virtual_tables[0] if schema.virtual_tables else "fts"
+        run.report.warnings.append(
+            f"virtual tables (FTS) {', '.join(skipped)} are not in the backup and were left as they are; an "
+            f"FTS index may need a rebuild: INSERT INTO {fts}({fts}) VALUES('rebuild')"
+        )
+
+
+class DatabaseRestore(RestoreChange):
+    def __init__(
+        self,
+        project: Project,
+        env: Environment,
+        result: RestoreResult,
+        folder: Path,
+        manifest: dict[str, Any],
+        source_db: Path,
+    ) -> None:
+        super().__init__(project, env, result)
+        self.folder, self.manifest, self.source_db = folder, manifest, source_db
+
+    def read(self, run: Run) -> None:
+        if not run.dry_run:
+            run.lock_and_read()
+        self.schema = read_schema(run.wrangler, self.env)
+
+    def plan(self, run: Run) -> bool:
+        result, schema = self.result, self.schema
+        with closing(sqlite3.connect(self.source_db)) as conn:
+            self.kept = [str(r[0]) for r in conn.execute(ORDINARY_TABLES_QUERY)]
+            views = lower(str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'"))
+        result.tables = [TableRestore(str(t["name"]), int(t["rows"])) for t in self.manifest["tables"]]
+        result.dropped_tables = [t for t in schema.tables if t.lower() not in lower(self.kept) and t != LOCK_TABLE]
+        warn_virtual(run, schema, self.manifest, always=True)
+        lost = [o.name for o in schema.of_type("view") if o.name.lower() not in views]
+        if lost:
+            run.report.warnings.append(f"views {', '.join(lost)} are not in the backup: they are dropped")
+        if run.dry_run:
+            live = {t.lower(): t for t in schema.tables}
+            present = [live[t.name.lower()] for t in result.tables if t.name.lower() in live]
+            self._note_rows_before(count_rows(run.wrangler, self.env, present))
+        return True
+
+    def describe(self) -> str:
+        rows = sum(t.rows for t in self.result.tables)
+        dropped = self.result.dropped_tables
+        also = f"; tables the backup lacks are dropped: {', '.join(dropped)}" if dropped else ""
+        return (
+            f"Restore the WHOLE database of {self.env.name} from backup {self.folder}{self.taken()}: every table is "
+            f"dropped and recreated from the backup ({len(self.result.tables)} tables, {rows} rows), d1_migrations "
+            f"included{also}. A verified pre-restore backup is taken first."
+        )
+
+    def apply(self, run: Run) -> None:
+        self.record_safety(run)
+        if run.safety_backup is not None:
+            self._note_rows_before({str(t["name"]): int(t["rows"]) for t in run.safety_backup.manifest["tables"]})
+        batch = run.work / "restore.sql"
+        with batch.open("w", encoding="utf-8") as out:
+            out.write("PRAGMA defer_foreign_keys=TRUE;\n")
+            for view in self.schema.of_type("view"):
+                out.write(f"DROP VIEW IF EXISTS {ident(view.name)};\n")
+            for table in self.schema.tables:
+                out.write(f"DROP TABLE IF EXISTS {ident(table)};\n")
+            self._write_dump(out)
+            if LOCK_TABLE in self.kept:  # the dump's lock table holds the lock of the run that took it, or none
+                out.write(f"\nDELETE FROM {LOCK_TABLE};\n")
+        self.run_batch(run, batch)  # the lock table was dropped and replaced: the lock is gone with the batch
+
+    def _write_dump(self, out: TextIO) -> None:
+        """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""
+        if self.manifest.get("format", "sql") == "sql":
+            write_compact_dump(self.folder / SQL_DUMP, out)
+        else:
+            dump_sqlite(self.source_db, out)
+
+    def _note_rows_before(self, counts: dict[str, int]) -> None:
+        before = {k.lower(): v for k, v in counts.items()}
+        for table in self.result.tables:
+            table.rows_before = before.get(table.name.lower())

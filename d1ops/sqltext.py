@@ -1,0 +1,223 @@
+"""SQL text: quoting, the one statement tokenizer, and statements bounded in UTF-8 bytes.
+
+Every statement d1ops builds goes through here. D1's limits are bytes, never characters: a statement is at most
+100,000 bytes of UTF-8 (a joined INSERT of 74,906 characters of CJK and emoji text was 184,771 bytes and failed
+with SQLITE_TOOBIG), and one `--command` argument must stay under the OS's 128 KiB per argument.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from d1ops.errors import D1OpsError
+
+D1_STATEMENT_BYTES = 100_000  # D1's documented limit on one SQL statement
+STATEMENT_BYTES = 95_000  # what d1ops fills a statement to, below D1's limit
+ARGUMENT_BYTES = 100_000  # one --command argument (the OS allows 128 KiB per argument)
+ROWS_PER_STATEMENT = 200  # local execute costs ~1 ms per statement: batch rows, but keep statements small
+KEYS_PER_STATEMENT = 500
+
+
+class StatementTooLarge(D1OpsError):
+    """One row (or one statement) cannot fit in D1's statement limit."""
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def quote(value: str | None) -> str:
+    """An SQL string literal ('…', quotes doubled); None is NULL."""
+    if value is None:
+        return "NULL"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    """An SQL identifier, double-quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(value: Any) -> str:
+    """An SQL literal that reads back as exactly `value` (integers, reals via repr, text, NULL, blobs)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NULL"  # SQLite stores NaN as NULL
+        if math.isinf(value):
+            return "9e999" if value > 0 else "-9e999"
+        return repr(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "X'" + bytes(value).hex().upper() + "'"
+    text = str(value)
+    if "\x00" in text:  # a literal cannot hold NUL
+        return "CAST(X'" + text.encode("utf-8").hex().upper() + "' AS TEXT)"
+    return quote(text)
+
+
+def row_values(row: Sequence[Any]) -> str:
+    """`(v1, v2, …)` as SQL literals."""
+    return "(" + ", ".join(sql_literal(v) for v in row) + ")"
+
+
+# -- the tokenizer ------------------------------------------------------------------------------------------------
+_INTERESTING = re.compile(r"[;'\"`\[]|--|/\*")
+_CLOSERS = {"'": "'", '"': '"', "`": "`", "[": "]", "--": "\n", "/*": "*/"}
+
+
+class _Scanner:
+    """Finds the ends of statements in streamed text: a `;` outside quotes and comments that completes a
+    statement for SQLite itself (so `;` inside a CREATE TRIGGER … BEGIN … END body does not end it)."""
+
+    def __init__(self) -> None:
+        self.buffer: list[str] = []
+        self.state = ""  # "" outside quotes and comments, else the text that closes them
+
+    def feed(self, text: str) -> Iterator[str]:
+        start = 0
+        i = 0
+        n = len(text)
+        while i < n:
+            state = self.state
+            if state == "":
+                match = _INTERESTING.search(text, i)
+                if match is None:
+                    break
+                token = match.group()
+                i = match.end()
+                if token == ";":
+                    self.buffer.append(text[start:i])
+                    start = i
+                    candidate = "".join(self.buffer)
+                    if sqlite3.complete_statement(candidate):
+                        self.buffer = []
+                        yield candidate
+                    else:
+                        self.buffer = [candidate]
+                else:
+                    self.state = _CLOSERS[token]
+            else:
+                end = text.find(state, i)
+                if end < 0:
+                    break
+                self.state = ""  # a doubled quote reopens it at the next character
+                i = end + len(state)
+        if start < n:
+            self.buffer.append(text[start:])
+
+    def rest(self) -> str:
+        return "".join(self.buffer)
+
+
+def iter_statements(chunks: Iterable[str]) -> Iterator[str]:
+    """Stream complete statements, each with its `;`, out of text given in pieces (e.g. a file's lines).
+
+    Text after the last `;` that holds more than comments and blanks is yielded with a `;` added; if it is
+    not a whole statement even then (a truncated dump), ValueError.
+    """
+    scanner = _Scanner()
+    complete = sqlite3.complete_statement
+    for chunk in chunks:
+        # The fast path for a dump's lines: one whole statement per line, with its only `;` at the end.
+        if not scanner.buffer and chunk.count(";") == 1 and chunk.rstrip().endswith(";") and complete(chunk):
+            yield chunk
+        else:
+            yield from scanner.feed(chunk)
+    rest = scanner.rest()
+    if strip_comments(rest):
+        if not sqlite3.complete_statement(rest + "\n;"):
+            raise ValueError("the SQL ends in the middle of a statement (truncated?)")
+        yield rest + ("\n;" if scanner.state == "\n" else ";")
+
+
+def strip_comments(statement: str) -> str:
+    """The statement without leading comment lines and blank lines (what lint and the checks look at)."""
+    lines = [ln for ln in statement.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+    text = "\n".join(lines).strip()
+    while text.startswith("/*"):
+        end = text.find("*/")
+        if end < 0:
+            return ""
+        text = text[end + 2 :].strip()
+    return text
+
+
+def split_statements(sql: str) -> list[str]:
+    """Complete statements of a text, each without its leading comments and blank lines."""
+    return [s for s in (strip_comments(st) for st in iter_statements([sql])) if s and s != ";"]
+
+
+def sql_for_batch(sql: str) -> str:
+    """A migration's SQL made safe to append statements to: a final newline, and a final `;`."""
+    text = sql.rstrip("\n") + "\n"
+    if text.strip() and not sqlite3.complete_statement(text):
+        text += ";\n"
+    return text
+
+
+# -- statements bounded in bytes ----------------------------------------------------------------------------------
+def multi_row(
+    head: str,
+    tail: str,
+    items: Iterable[str],
+    *,
+    max_items: int = ROWS_PER_STATEMENT,
+    max_bytes: int = STATEMENT_BYTES,
+    what: str = "a row",
+) -> Iterator[str]:
+    """`head item,\\nitem … tail` statements of at most `max_items` items and `max_bytes` UTF-8 bytes each.
+
+    An item that cannot fit in a statement on its own raises StatementTooLarge naming `what` and its position.
+    """
+    fixed = utf8_len(head) + utf8_len(tail)
+    chunk: list[str] = []
+    size = fixed
+    for position, item in enumerate(items, 1):
+        length = utf8_len(item) + 2
+        if fixed + length > max_bytes:
+            raise StatementTooLarge(
+                f"{what} number {position} is {utf8_len(item):,} bytes as SQL: with the statement around it, "
+                f"it exceeds D1's limit of {D1_STATEMENT_BYTES:,} bytes per statement. Store values this large "
+                "in R2 (or split them) and keep a reference in D1."
+            )
+        if chunk and (len(chunk) >= max_items or size + length > max_bytes):
+            yield head + ",\n".join(chunk) + tail
+            chunk, size = [], fixed
+        chunk.append(item)
+        size += length
+    if chunk:
+        yield head + ",\n".join(chunk) + tail
+
+
+def insert_statements(
+    table: str, columns: Sequence[str] | None, rows: Iterable[Sequence[Any]], *, tail: str = ";\n"
+) -> Iterator[str]:
+    """Multi-row `INSERT INTO table (columns) VALUES …` statements, each within D1's statement limit."""
+    cols = f" ({', '.join(ident(c) for c in columns)})" if columns else ""
+    yield from multi_row(
+        f"INSERT INTO {ident(table)}{cols} VALUES\n", tail, (row_values(r) for r in rows), what=f"a row of {table}"
+    )
+
+
+def join_commands(statements: Iterable[str], *, max_bytes: int = ARGUMENT_BYTES) -> Iterator[str]:
+    """Join statements (without their `;`) into as few `--command` arguments as the OS's size limit allows."""
+    batch: list[str] = []
+    size = 0
+    for statement in statements:
+        length = utf8_len(statement) + 2
+        if batch and size + length > max_bytes:
+            yield ";\n".join(batch) + ";"
+            batch, size = [], 0
+        batch.append(statement)
+        size += length
+    if batch:
+        yield ";\n".join(batch) + ";"
