@@ -71,7 +71,7 @@ class RunReport:
     exit_code: int = 0
     error: str | None = None
     report_path: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)  # the command's own fields, shown at the top level
+    details: Any = field(default_factory=dict)  # the command's own fields (a dict or a dataclass), at the top level
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -59,7 +59,7 @@ def is_read_only(sql: str, schema: sqlite3.Connection) -> bool:
     def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
         if action in _READ_ACTIONS:
             return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_PRAGMAS and arg2 is None:
+        if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _READ_PRAGMAS:  # arg2: its argument
             return sqlite3.SQLITE_OK
         writes.append(action)
         return sqlite3.SQLITE_OK

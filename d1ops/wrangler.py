@@ -16,8 +16,6 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,18 @@ import sh
 
 from d1ops.config import Environment
 from d1ops.errors import ContentionError, OutcomeUnknown, UsageError, WranglerError, WranglerNotFound
+from d1ops.wrangler_output import (
+    UNREACHABLE,
+    Statement,
+    api_base_url,
+    error_text,
+    explain_remote_failure,
+    parse_json,
+    parse_statements,
+    redact,
+)
+
+__all__ = ["Statement", "Wrangler", "find_wrangler", "redact"]
 
 PINNED_MAJOR = 4
 DEFAULT_TIMEOUT = 300.0
@@ -37,31 +47,6 @@ QUIET_ENV = {
     "NO_COLOR": "1",
     "FORCE_COLOR": "0",
 }
-SECRET_VARS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY", "CF_API_TOKEN", "CF_API_KEY")
-DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
-_AUTH_FAILURE = re.compile(r"Authentication error|Invalid API Token|Invalid access token|Unable to authenticate", re.I)
-_UNREACHABLE = re.compile(
-    r"fetch failed|connectivity issue|ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|"
-    r"UND_ERR_CONNECT|socket hang up",
-    re.I,
-)
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)((?:api[_-]?token|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{8,}"),
-)
-
-
-def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Remove API tokens from text: known secret variables' values, and bearer/token patterns."""
-    values = os.environ if environ is None else environ
-    for var in SECRET_VARS:
-        value = values.get(var)
-        if value and len(value) >= 4:
-            text = text.replace(value, "[REDACTED]")
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
-    return text
 
 
 def find_wrangler(root: Path) -> str:
@@ -105,6 +90,22 @@ def _kill_group(cmd: sh.RunningCommand | None) -> None:
         pass
 
 
+def _shown(argv: list[str], env: dict[str, str]) -> list[str]:
+    """The argv as errors show it: `wrangler …`, secrets out, huge arguments cut."""
+    shown = [redact(a, env) for a in ["wrangler", *argv[1:]]]
+    return [a if len(a) <= 160 else a[:150] + f"…({len(a)} chars)" for a in shown]
+
+
+def _timeout_message(limit: float, remote: bool, env: dict[str, str]) -> str:
+    message = f"wrangler did not finish within {limit:g} s and was stopped."
+    if remote:
+        return message + (
+            f" No answer from the Cloudflare API at {api_base_url(env)}: check the network "
+            "(and CLOUDFLARE_API_BASE_URL if set), or raise D1OPS_WRANGLER_TIMEOUT for a large import/export."
+        )
+    return message + " Raise D1OPS_WRANGLER_TIMEOUT if the database is large."
+
+
 def _decode(data: bytes | str) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
@@ -128,16 +129,8 @@ def _tail(path: Path, size: int = 65536) -> str:
         return ""
 
 
-@dataclass(frozen=True)
-class Statement:
-    """One element of `d1 execute --json`: the rows of one statement."""
-
-    results: list[dict[str, Any]]
-    meta: dict[str, Any]
-
-
-class Wrangler:
-    """Runs wrangler for one project. Thread-safe; counts the processes it starts."""
+class Runner:
+    """Starts wrangler processes for one project. Thread-safe; counts the processes it starts."""
 
     def __init__(
         self,
@@ -162,14 +155,6 @@ class Wrangler:
     def processes(self) -> int:
         """How many wrangler processes this project (and its scratch siblings) started so far."""
         return self._counter.value
-
-    def sibling(self, root: Path, wrangler_config: Path) -> Wrangler:
-        """The same wrangler for another (scratch) project, counted in the same total."""
-        other = Wrangler(root, wrangler_config, binary=self.binary, timeout=self.timeout, extra_env=self.extra_env)
-        other._counter = self._counter
-        other._version = self._version
-        other._version_checked = self._version_checked
-        return other
 
     # -- the seam -------------------------------------------------------------------------------------------
     @property
@@ -199,7 +184,7 @@ class Wrangler:
             # The API refused the token or could not be reached: every further remote call of this run would
             # fail the same way (after up to a timeout each), so none is started.
             raise WranglerError(
-                self._shown(argv, env),
+                _shown(argv, env),
                 None,
                 f"{self._remote_failure.detail}\n(not attempted: an earlier remote call of this run failed so)",
             )
@@ -229,7 +214,7 @@ class Wrangler:
             cmd.wait()
         except sh.SignalException as exc:  # killed (OOM killer, an operator): it may have done anything
             raise OutcomeUnknown(
-                self._shown(argv, env), None, f"wrangler was killed by signal {-exc.exit_code} before it finished"
+                _shown(argv, env), None, f"wrangler was killed by signal {-exc.exit_code} before it finished"
             ) from None
         except sh.ErrorReturnCode as exc:
             out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
@@ -238,21 +223,13 @@ class Wrangler:
             if "SQLITE_BUSY" in err and "SQLITE_BUSY" not in message:
                 message += " (workerd: database is locked: SQLITE_BUSY)"
             explained = explain_remote_failure(message, env) if remote else None
-            error = WranglerError(self._shown(argv, env), exc.exit_code, explained or message)
+            error = WranglerError(_shown(argv, env), exc.exit_code, explained or message)
             if explained:
                 self._remote_failure = error
             raise error from None
         except sh.TimeoutException:
             _kill_group(cmd)
-            message = f"wrangler did not finish within {limit:g} s and was stopped."
-            if remote:
-                message += (
-                    f" No answer from the Cloudflare API at {api_base_url(env)}: check the network "
-                    "(and CLOUDFLARE_API_BASE_URL if set), or raise D1OPS_WRANGLER_TIMEOUT for a large import/export."
-                )
-            else:
-                message += " Raise D1OPS_WRANGLER_TIMEOUT if the database is large."
-            error = OutcomeUnknown(self._shown(argv, env), None, message)
+            error = OutcomeUnknown(_shown(argv, env), None, _timeout_message(limit, remote, env))
             if remote:
                 self._remote_failure = error
             raise error from None
@@ -264,7 +241,7 @@ class Wrangler:
         except OSError as exc:  # E2BIG, EMFILE, ENOMEM…: the OS refused to start it, said as itself
             _kill_group(cmd)
             raise WranglerError(
-                self._shown(argv, env),
+                _shown(argv, env),
                 None,
                 f"the operating system could not start wrangler: {exc.strerror or exc} "
                 f"({errno.errorcode.get(exc.errno or 0, exc.errno)})",
@@ -274,11 +251,6 @@ class Wrangler:
             raise
         return "" if out_file else _decode(cmd.stdout)
 
-    def _shown(self, argv: list[str], env: dict[str, str]) -> list[str]:
-        shown = [redact(a, env) for a in ["wrangler", *argv[1:]]]
-        return [a if len(a) <= 160 else a[:150] + f"…({len(a)} chars)" for a in shown]
-
-    # -- version ----------------------------------------------------------------------------------------------
     def version(self) -> str:
         """The wrangler version, read from its package.json when possible (no process), else `--version`."""
         if self._version is None:
@@ -301,7 +273,18 @@ class Wrangler:
             )
         return version
 
-    # -- D1 commands ----------------------------------------------------------------------------------------
+
+class Wrangler(Runner):
+    """The D1 commands d1ops uses, each one wrangler process (retried only where nothing was done)."""
+
+    def sibling(self, root: Path, wrangler_config: Path) -> Wrangler:
+        """The same wrangler for another (scratch) project, counted in the same total."""
+        other = Wrangler(root, wrangler_config, binary=self.binary, timeout=self.timeout, extra_env=self.extra_env)
+        other._counter = self._counter
+        other._version = self._version
+        other._version_checked = self._version_checked
+        return other
+
     def target_args(self, env: Environment) -> list[str]:
         return ["--remote" if env.is_remote else "--local", *self.env_args(env)]
 
@@ -336,7 +319,7 @@ class Wrangler:
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
-            if file is not None and env.is_remote and _UNREACHABLE.search(exc.detail):
+            if file is not None and env.is_remote and UNREACHABLE.search(exc.detail):
                 # The import may have reached D1 before the connection went: its outcome is unknown.
                 raise OutcomeUnknown(exc.argv, exc.wrangler_exit_code, exc.detail) from None
             raise
@@ -396,18 +379,18 @@ class Wrangler:
 
     def info(self, env: Environment) -> dict[str, Any]:
         args = ["d1", "info", env.binding.binding, *self.env_args(env), "--json"]
-        return _parse_json(self.run(args), args)
+        return parse_json(self.run(args), args)
 
     def list_databases(self) -> list[dict[str, Any]]:
         args = ["d1", "list", "--json", "--config", str(self.wrangler_config)]
-        data = _parse_json(self.run(args), args)
+        data = parse_json(self.run(args), args)
         return data if isinstance(data, list) else []
 
     def time_travel_info(self, env: Environment, *, timestamp: str | None = None) -> dict[str, Any]:
         args = ["d1", "time-travel", "info", env.binding.binding, *self.env_args(env), "--json"]
         if timestamp:
             args += ["--timestamp", timestamp]
-        return _parse_json(self.run(args), args)
+        return parse_json(self.run(args), args)
 
     def time_travel_restore(
         self, env: Environment, *, bookmark: str | None = None, timestamp: str | None = None
@@ -419,31 +402,12 @@ class Wrangler:
             args += ["--timestamp", timestamp]
         else:
             raise UsageError("time-travel restore needs a bookmark or a timestamp.")
-        return _parse_json(self.run(args), args)
+        return parse_json(self.run(args), args)
 
 
 def _is_remote(args: list[str]) -> bool:
     """Does this wrangler call talk to the Cloudflare API? (Every `d1` command not run with --local.)"""
     return args[:1] == ["d1"] and "--local" not in args
-
-
-def api_base_url(environ: dict[str, str]) -> str:
-    return environ.get("CLOUDFLARE_API_BASE_URL") or DEFAULT_API_BASE_URL
-
-
-def explain_remote_failure(message: str, environ: dict[str, str]) -> str | None:
-    """A refused token or an unreachable API, said plainly with what to do; None for any other failure."""
-    if _AUTH_FAILURE.search(message):
-        return (
-            f"{message}\nThe Cloudflare API at {api_base_url(environ)} refused the API token. Check "
-            "CLOUDFLARE_API_TOKEN (a token with D1 edit permission) and CLOUDFLARE_ACCOUNT_ID, then retry."
-        )
-    if _UNREACHABLE.search(message):
-        return (
-            f"Could not reach the Cloudflare API at {api_base_url(environ)} ({message}). Check the network "
-            "(and CLOUDFLARE_API_BASE_URL if set), then retry."
-        )
-    return None
 
 
 def _version_from_package(binary: str) -> str | None:
@@ -457,60 +421,3 @@ def _version_from_package(binary: str) -> str | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-def _first_json(text: str) -> Any:
-    """Parse the first JSON document in wrangler's stdout (it may be preceded by log lines)."""
-    text = _ANSI.sub("", text)
-    for match in re.finditer(r"^[\[{]", text, re.MULTILINE):
-        try:
-            value, _ = json.JSONDecoder().raw_decode(text[match.start() :])
-            return value
-        except json.JSONDecodeError:
-            continue
-    raise ValueError("no JSON document in output")
-
-
-def _parse_json(out: str, args: list[str]) -> Any:
-    try:
-        return _first_json(out)
-    except ValueError:
-        raise WranglerError(
-            ["wrangler", *args], 0, f"wrangler printed no JSON where JSON was expected: {out.strip()[:300]}"
-        ) from None
-
-
-def parse_statements(out: str, args: list[str]) -> list[Statement]:
-    data = _parse_json(out, args)
-    if isinstance(data, dict) and "error" in data:
-        raise WranglerError(["wrangler", *args], 0, _error_from_json(data))
-    if not isinstance(data, list):
-        data = [data]
-    return [Statement(results=list(d.get("results") or []), meta=dict(d.get("meta") or {})) for d in data]
-
-
-def _error_from_json(data: dict[str, Any]) -> str:
-    error = data.get("error")
-    if isinstance(error, dict):
-        text = error.get("text") or error.get("message") or json.dumps(error)
-        notes = [n.get("text", "") for n in error.get("notes") or [] if isinstance(n, dict)]
-        return " ".join([str(text), *[n for n in notes if n]])
-    return str(error)
-
-
-def error_text(stdout: str, stderr: str) -> str:
-    """wrangler's own error message: the JSON `error.text` when --json, else its ✘ [ERROR] lines."""
-    try:
-        data = _first_json(stdout)
-        if isinstance(data, dict) and "error" in data:
-            return _error_from_json(data)
-    except ValueError:
-        pass
-    lines = [_ANSI.sub("", line).strip() for line in (stderr + "\n" + stdout).splitlines()]
-    errors = [line for line in lines if "[ERROR]" in line]
-    if errors:
-        index = lines.index(errors[0])
-        tail = [line for line in lines[index + 1 : index + 6] if line and not line.startswith("🪵")]
-        return " ".join([errors[0].split("[ERROR]", 1)[1].strip(), *tail]).strip()
-    meaningful = [line for line in lines if line and not line.startswith("🪵")]
-    return " ".join(meaningful[-5:]) or "wrangler failed without printing an error"

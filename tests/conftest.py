@@ -158,6 +158,8 @@ def make_project(
     if migrations_from is not None:
         for path in migrations_from.glob("*.sql"):
             shutil.copy(path, root / "migrations" / path.name)
+        if (migrations_from / "down").is_dir():
+            shutil.copytree(migrations_from / "down", root / "migrations" / "down", dirs_exist_ok=True)
     return Proj(root)
 
 

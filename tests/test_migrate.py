@@ -89,7 +89,8 @@ def test_failing_migration_records_nothing_and_a_fixed_file_applies(proj: Proj) 
     result = proj.run("migrate")
     assert result.exit_code == 1
     assert "Migration 0003_tags.sql failed on dev: no such table: no_such_table" in result.output
-    assert "Nothing of 0003_tags.sql was applied or recorded" in result.output
+    assert "statement: INSERT INTO no_such_table VALUES (1);" in result.output
+    assert "Nothing was applied or recorded" in result.output
     assert "tags" not in proj.tables("dev")
     assert proj.query("SELECT * FROM d1_migrations ORDER BY id") == before
     assert proj.query("SELECT count(*) FROM d1ops_migrations WHERE name = '0003_tags.sql'") == [(0,)]
@@ -106,7 +107,7 @@ def test_failure_midway_keeps_earlier_migrations_applied(proj: Proj) -> None:
     proj.write("migrations/0003_ok.sql", "CREATE TABLE ok_table (id INTEGER PRIMARY KEY);\n")
     proj.write("migrations/0004_bad.sql", "CREATE TABLE bad_table (id INTEGER PRIMARY KEY);\nSELECT * FROM nope;\n")
     proj.write("migrations/0005_later.sql", "CREATE TABLE later_table (id INTEGER PRIMARY KEY);\n")
-    result = proj.run("migrate", "--json")
+    result = proj.run("migrate", "--one-by-one", "--json")  # wrangler's semantics, on request
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert [(m["name"], m["result"]) for m in report["migrations"]] == [
@@ -269,13 +270,14 @@ def test_real_project_folder_migrates_in_wranglers_order_to_the_same_schema(tmp_
 
 def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
-    held = proj.run(
-        "execute",
-        "dev",
-        "--command",
-        "INSERT INTO d1ops_lock (id, owner, acquired_at) VALUES (1, 'ci@runner-7 run 1234', '2026-01-01T00:00:00Z')",
+    from d1ops.project import open_project
+
+    project = open_project(proj.config)  # behind d1ops' back: `d1ops execute` of a write takes the lock itself
+    project.wrangler.execute(
+        project.config.env("dev"),
+        command="INSERT INTO d1ops_lock (id, owner, acquired_at) "
+        "VALUES (1, 'ci@runner-7 run 1234', '2026-01-01T00:00:00Z')",
     )
-    assert held.exit_code == 0, held.output
     result = proj.run("migrate")
     assert result.exit_code == 1
     assert "Environment 'dev' is locked by ci@runner-7 run 1234 since 2026-01-01T00:00:00Z" in result.output

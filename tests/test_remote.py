@@ -284,7 +284,7 @@ def test_api_token_never_appears_in_output_reports_or_manifests(tmp_path: Path, 
 
     results = {
         "info": proj.run("info", "staging"),
-        "migrate": proj.run("migrate", "staging", "--json"),
+        "migrate": proj.run("migrate", "staging", "--one-by-one", "--json"),
         "execute": proj.run("execute", "staging", "--command", f"SELECT * FROM \"{token}\" WHERE x = '{token}'"),
         "backup": proj.run("backup", "users", "--env", "staging", "--json"),
     }
@@ -350,7 +350,7 @@ def test_api_down_is_a_connection_error_naming_the_base_url(
     # the failed lock call; the lock release after it is not started (it could only fail the same way)
     assert len(wrangler_calls) == 2
     report = json.loads(next((proj.root / "backups" / "staging" / "reports").glob("*.json")).read_text())
-    assert "not attempted" in report["warnings"][0]
+    assert any("not attempted" in warning for warning in report["warnings"])
 
 
 def test_api_that_never_answers_is_stopped_at_the_timeout_naming_the_base_url(

@@ -205,7 +205,7 @@ class MigrateChange(Change):
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
-            raise self._batch_failed(run, exc) from exc
+            raise batch_failure(run, self, exc) from exc
         run.applied()
         # Locally the last statement's rows carry each migration's time measured inside the database; remotely
         # wrangler prints only an import summary: then the batch's wall time is all there is.
@@ -218,32 +218,6 @@ class MigrateChange(Change):
                 outcome.duration_ms, outcome.timing = int(value), "database"
         if not durations and len(outcomes) == 1:
             outcomes[0].duration_ms, outcomes[0].timing = elapsed_ms(started), "process"
-
-    def _batch_failed(self, run: Run, exc: WranglerError) -> MigrationFailed:
-        """Nothing of the batch was applied: name the migration that failed, from a replay on a scratch copy."""
-        assert self.plan_ is not None
-        pending = self.plan_.to_apply
-        who = actor()
-        pairs = zip(pending, self.sqls, strict=True)
-        steps = [Step(m.name, migration_batch(m, sql, who, release_owner=None), sql) for m, sql in pairs]
-        found = explain_failure(run, steps, exc)
-        if found.index is not None:
-            outcome = run.report.migrations[found.index]
-            outcome.result, outcome.error = "failed", found.error
-        m = pending[found.index] if found.index is not None else None
-        head = (
-            f"Migration {m.name} failed on {self.env.name}: {found.error}"
-            if m
-            else f"The batch of {len(pending)} migration(s) failed on {self.env.name}: {exc.detail}"
-        )
-        statement = f"\n  statement: {found.statement}" if found.statement else ""
-        note = f"\n{found.note}" if found.note else ""
-        fix = f"Fix {m.path.name}" if m else "Fix the failing migration"
-        return MigrationFailed(
-            f"{head}{statement}{note}\nNothing was applied or recorded: the {len(pending)} pending migration(s) ran "
-            f"as one atomic batch, so {self.env.name} is exactly as it was. {fix} and run "
-            f"`d1ops {self.command} {self.env.name if self.command == 'migrate' else '--to ' + self.env.name}` again."
-        )
 
     def _apply_one_by_one(self, run: Run) -> None:
         assert self.plan_ is not None
@@ -272,42 +246,71 @@ class MigrateChange(Change):
             outcome.duration_ms, outcome.timing = elapsed_ms(started), "process"
         run.applied()
 
-    # -- unknown outcome -------------------------------------------------------------------------------------
     def read_back(self, run: Run, cause: OutcomeUnknown) -> MigrationFailed:
-        """Read what the database holds now (retrying the read) and report exactly that; never re-apply."""
-        state = None
-        run.wrangler.forget_remote_failure()
-        for attempt in range(3):
-            try:
-                state = read_state(run.wrangler, self.env)
-                break
-            except WranglerError:
-                time.sleep(1.0 * (attempt + 1))
-        outcomes = run.report.migrations
-        if state is None:
-            for o in outcomes:
-                if o.result == "not run":
-                    o.result = "unknown"
-            return MigrationFailed(
-                f"The call applying migrations to {self.env.name} did not finish ({cause.detail}), and the state "
-                f"could not be read back: whether it was applied is unknown. Nothing will be retried. Run "
-                f"`d1ops status {self.env.name}` to see what is applied, and `d1ops unlock {self.env.name}` if the "
-                "lock is still held."
-            )
+        return read_back_applied(run, cause)
+
+
+def read_back_applied(run: Run, cause: OutcomeUnknown) -> MigrationFailed:
+    """After an apply whose outcome is unknown: read what the database holds now (retrying the read) and report
+    exactly that. Nothing is re-applied."""
+    env = run.env
+    state = None
+    run.wrangler.forget_remote_failure()
+    for attempt in range(3):
+        try:
+            state = read_state(run.wrangler, env)
+            break
+        except WranglerError:
+            time.sleep(1.0 * (attempt + 1))
+    outcomes = run.report.migrations
+    if state is None:
         for o in outcomes:
-            if o.result in ("not run", "unknown"):
-                o.result = "applied" if o.name in state.applied else "not applied"
-        applied = [o.name for o in outcomes if o.result == "applied"]
-        said = f"applied: {', '.join(applied)}" if applied else "none of them is applied"
-        lock = (
-            f" The lock is still held by this run: `d1ops unlock {self.env.name}`."
-            if state.lock_owner == run.owner
-            else ""
-        )
+            if o.result == "not run":
+                o.result = "unknown"
         return MigrationFailed(
-            f"The call applying migrations to {self.env.name} did not finish ({cause.detail}). Read back from the "
-            f"database: {said}.{lock} Nothing was retried; run `d1ops migrate {self.env.name}` to apply the rest."
+            f"The call applying migrations to {env.name} did not finish ({cause.detail}), and the state "
+            f"could not be read back: whether it was applied is unknown. Nothing will be retried. Run "
+            f"`d1ops status {env.name}` to see what is applied, and `d1ops unlock {env.name}` if the "
+            "lock is still held."
         )
+    for o in outcomes:
+        if o.result in ("not run", "unknown"):
+            o.result = "applied" if o.name in state.applied else "not applied"
+    applied = [o.name for o in outcomes if o.result == "applied"]
+    said = f"applied: {', '.join(applied)}" if applied else "none of them is applied"
+    lock = f" The lock is still held by this run: `d1ops unlock {env.name}`." if state.lock_owner == run.owner else ""
+    return MigrationFailed(
+        f"The call applying migrations to {env.name} did not finish ({cause.detail}). Read back from the "
+        f"database: {said}.{lock} Nothing was retried; run `d1ops migrate {env.name}` to apply the rest."
+    )
+
+
+def batch_failure(run: Run, change: MigrateChange, exc: WranglerError) -> MigrationFailed:
+    """Nothing of the batch was applied: name the migration that failed, from a replay on a scratch copy."""
+    assert change.plan_ is not None
+    pending = change.plan_.to_apply
+    who = actor()
+    pairs = zip(pending, change.sqls, strict=True)
+    steps = [Step(m.name, migration_batch(m, sql, who, release_owner=None), sql) for m, sql in pairs]
+    found = explain_failure(run, steps, exc)
+    if found.index is not None:
+        outcome = run.report.migrations[found.index]
+        outcome.result, outcome.error = "failed", found.error
+    m = pending[found.index] if found.index is not None else None
+    head = (
+        f"Migration {m.name} failed on {change.env.name}: {found.error}"
+        if m
+        else f"The batch of {len(pending)} migration(s) failed on {change.env.name}: {exc.detail}"
+    )
+    statement = f"\n  statement: {found.statement}" if found.statement else ""
+    note = f"\n{found.note}" if found.note else ""
+    fix = f"Fix {m.path.name}" if m else "Fix the failing migration"
+    target = change.env.name if change.command == "migrate" else f"--to {change.env.name}"
+    again = f"d1ops {change.command} {target}"
+    return MigrationFailed(
+        f"{head}{statement}{note}\nNothing was applied or recorded: the {len(pending)} pending migration(s) ran "
+        f"as one atomic batch, so {change.env.name} is exactly as it was. {fix} and run `{again}` again."
+    )
 
 
 # -- entry points ---------------------------------------------------------------------------------------------

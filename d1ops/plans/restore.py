@@ -60,6 +60,9 @@ class RestoreChange(Change):
         self.project = project
         self.result = result
 
+    def prepare(self, run: Run) -> None:
+        run.report.details = self.result  # the restore's own fields, at the top level of its report
+
     def untouched(self) -> str:
         return f"Nothing was restored into {self.env.name}."
 

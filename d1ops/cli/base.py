@@ -1,0 +1,192 @@
+"""The command line: parse, call one core function, render (human text or --json), map errors to exit codes.
+
+The `cli` package is the only place that imports click. This module holds the group, the shared options, the
+error handling and the rendering of run reports; the commands live beside it, one module per area.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from d1ops import about, pipeline
+from d1ops.config import Environment
+from d1ops.errors import D1OpsError, GateRefused
+from d1ops.project import open_project
+from d1ops.render import text_table
+from d1ops.wrangler import redact
+
+# -- shared options ---------------------------------------------------------------------------------------------
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout, nothing else.")
+dry_run_option = click.option("-n", "--dry-run", is_flag=True, help="Show the plan; change nothing.")
+one_by_one_option = click.option(
+    "--one-by-one",
+    is_flag=True,
+    help="One wrangler call per migration, as wrangler does: the ones before a failure stay applied. "
+    "(Default: all pending migrations in one atomic batch, all or nothing.)",
+)
+yes_option = click.option(
+    "-y",
+    "--yes",
+    is_flag=True,
+    envvar="D1OPS_YES",
+    help="Confirm changes to a protected environment without asking (for CI; or set D1OPS_YES=1).",
+)
+
+
+def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Open the project (config + wrangler) from the group's --config and pass it first."""
+
+    @click.pass_context
+    @functools.wraps(func)
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        return func(open_project(ctx.obj.get("config")), *args, **kwargs)
+
+    return wrapper
+
+
+class D1OpsGroup(click.Group):
+    """Turns every D1OpsError into its exit code and a message that says what to do next."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except pipeline.RunFailed as exc:
+            if ctx.meta.get("d1ops.json"):
+                emit_json(exc.report.to_dict())
+            _fail(exc)
+        except D1OpsError as exc:
+            if ctx.meta.get("d1ops.json"):
+                emit_json({"error": redact(exc.message), "exit_code": exc.exit_code})
+            _fail(exc)
+
+
+def _fail(exc: D1OpsError) -> NoReturn:
+    click.echo(f"Error: {redact(exc.message)}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(redact(json.dumps(data, indent=2, default=str)))
+
+
+def want_json(as_json: bool) -> None:
+    click.get_current_context().meta["d1ops.json"] = as_json
+
+
+def confirm_by_typing(yes: bool) -> pipeline.Confirm:
+    """Protected environments: type the environment's name; --yes (or D1OPS_YES=1) for CI; no TTY refuses."""
+
+    def confirm(env: Environment, description: str) -> None:
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise GateRefused(
+                f"{env.name} is protected and there is no terminal to confirm on. Review the plan with "
+                f"--dry-run, then run again with --yes (or D1OPS_YES=1) to confirm."
+            )
+        click.echo(description, err=True)
+        typed = click.prompt(f"{env.name} is protected. Type its name to continue", err=True, default="")
+        if typed.strip() != env.name:
+            raise GateRefused(f"Confirmation did not match '{env.name}': nothing was changed.")
+
+    return confirm
+
+
+# -- rendering ----------------------------------------------------------------------------------------------------
+table = text_table
+
+
+def render_run(report: pipeline.RunReport) -> None:
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    head = "Plan (dry run)" if report.dry_run else "Plan"
+    if not report.plan:
+        click.echo(f"{report.env}: nothing to apply; {report.env} is up to date.")
+    elif report.dry_run:
+        click.echo(f"{head} for {report.env}: {len(report.plan)} migration(s) would be applied:")
+        for name in report.plan:
+            click.echo(f"  {name}")
+    if report.skipped:
+        click.echo(f"Skipped on {report.env} (skip list): {', '.join(report.skipped)}")
+    if report.backup:
+        b = report.backup
+        if "would_take" in b:
+            need = "required" if b["required"] else "optional"
+            click.echo(f"Would take a backup first ({need}, verify {b['verify']}): {b['would_take']}")
+        elif "skipped" in b:
+            click.echo(f"No backup: {b['skipped']}.")
+        else:
+            level = b.get("verify_level") or "not verified"
+            click.echo(f"Backup: {b['path']} (verified: {level}, sha256 {str(b.get('sha256'))[:16]}…)")
+    if report.migrations and any(m.result == "rolled back" for m in report.migrations):
+        click.echo(table(["MIGRATION", "RESULT"], [[m.name, m.result] for m in report.migrations]))
+        undone = sum(1 for m in report.migrations if m.result == "rolled back")
+        processes = report.wrangler_processes
+        click.echo(f"Rolled back {undone} migration(s) on {report.env} ({processes} wrangler processes).")
+        return
+    if report.bookmark:
+        click.echo(f"Time Travel bookmark before the change: {report.bookmark}")
+        click.echo(f"  to go back: {report.restore_command}")
+    if report.migrations:
+        timings = {m.timing for m in report.migrations if m.timing}
+        ms = "MS (IN DB)" if timings == {"database"} else "MS (WRANGLER CALL)" if timings == {"process"} else "MS"
+        click.echo(
+            table(
+                ["MIGRATION", "RESULT", ms],
+                [[m.name, m.result, m.duration_ms] for m in report.migrations],
+            )
+        )
+        applied = sum(1 for m in report.migrations if m.result == "applied")
+        click.echo(f"Applied {applied} migration(s) to {report.env} ({report.wrangler_processes} wrangler processes).")
+
+
+def _print_version(ctx: click.Context) -> None:
+    click.echo(about.version_line(Path.cwd()))
+    ctx.exit(0)
+
+
+# -- commands -----------------------------------------------------------------------------------------------------
+@click.group(cls=D1OpsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="D1OPS_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="environments.yaml to use (default: ./environments.yaml; or set D1OPS_CONFIG).",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
+    help="Show d1ops's version and the wrangler it drives, then exit.",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """d1ops: safe, boring schema changes for Cloudflare D1.
+
+    Exit codes: 0 done; 1 operation failed; 2 usage or config error; 3 pending migrations (status --check).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    # A CI job being cancelled sends SIGTERM: unwind like Ctrl-C, so wrangler is stopped and the lock released.
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, _terminated)
+    cli(prog_name="d1ops")

@@ -1,0 +1,231 @@
+"""Commands about migration files and their state: migrate, promote, rollback, rehearse, status, new, lint."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from d1ops import migrations, rehearse, status
+from d1ops.cli.base import (
+    cli,
+    confirm_by_typing,
+    dry_run_option,
+    emit_json,
+    json_option,
+    one_by_one_option,
+    pass_project,
+    render_run,
+    table,
+    want_json,
+    yes_option,
+)
+from d1ops.errors import EXIT_PENDING, GateRefused, UsageError
+from d1ops.plans import migrate as migrate_plan
+from d1ops.plans import rollback as rollback_plan
+from d1ops.project import Project
+from d1ops.tracking import read_state
+
+
+@cli.command()
+@click.argument("env", required=False)
+@dry_run_option
+@one_by_one_option
+@yes_option
+@json_option
+@pass_project
+def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool) -> None:
+    """Apply pending migrations to ENV (default: default_env), in order, through every gate."""
+    want_json(as_json)
+    report = migrate_plan.run_migrate(
+        project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+    )
+    emit_json(report.to_dict()) if as_json else render_run(report)
+
+
+@cli.command()
+@click.option("--to", "to", help="Environment to promote into (default: the first one behind its predecessor).")
+@click.option(
+    "--rehearse", "rehearse_first", is_flag=True, help="Rehearse on a scratch copy of the target's data first."
+)
+@dry_run_option
+@one_by_one_option
+@yes_option
+@json_option
+@pass_project
+def promote(
+    project: Project, to: str | None, rehearse_first: bool, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool
+) -> None:
+    """Apply to an environment exactly what the environment before it has and it lacks."""
+    want_json(as_json)
+    if rehearse_first:
+        target = project.config.env(to) if to else migrate_plan.behind_env(project)
+        previous = project.config.predecessor(target)
+        only = set(read_state(project.wrangler, previous).applied) if previous else None
+        rehearsal = rehearse.rehearse(project, target.name, only=only)
+        if not as_json:
+            _render_rehearsal(rehearsal)
+        if not rehearsal.ok:
+            if as_json:
+                emit_json({"rehearsal": rehearsal.to_dict(), "exit_code": 1})
+            raise GateRefused(f"The rehearsal on a copy of {target.name} failed: nothing was promoted.")
+        to = target.name
+    report = migrate_plan.run_promote(
+        project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+    )
+    emit_json(report.to_dict()) if as_json else render_run(report)
+
+
+@cli.command("status")
+@click.argument("env", required=False)
+@click.option("--all", "all_envs", is_flag=True, help="Every environment: a matrix of migrations × environments.")
+@click.option("--check", is_flag=True, help="Exit 3 when anything is pending or drifted (for CI gates).")
+@json_option
+@pass_project
+def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, as_json: bool) -> None:
+    """Show applied, pending, skipped and drifted migrations."""
+    want_json(as_json)
+    if all_envs and env:
+        raise UsageError("Give an environment or --all, not both.")
+    envs = list(project.config.environments) if all_envs else [project.config.env(env)]
+    report = status.status_of(project, envs)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _render_status(report)
+    if check and report.needs_attention:
+        if not as_json:
+            click.echo("status --check: pending or drifted migrations found.", err=True)
+        sys.exit(EXIT_PENDING)
+
+
+def _render_status(report: status.StatusReport) -> None:
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    single = len(report.envs) == 1
+    if single:
+        env = report.envs[0]
+        rows: list[list[Any]] = [
+            [
+                m.name,
+                m.envs[env].status,
+                m.envs[env].applied_at,
+                (m.envs[env].checksum or m.file_checksum or "")[:12],
+            ]
+            for m in report.migrations
+        ]
+        click.echo(table(["MIGRATION", "STATUS", "APPLIED_AT", "CHECKSUM"], rows))
+    else:
+        rows = [
+            [m.name]
+            + [
+                f"{c.status} {c.applied_at[:10]}" if c.status == status.APPLIED and c.applied_at else c.status
+                for c in (m.envs[e] for e in report.envs)
+            ]
+            for m in report.migrations
+        ]
+        click.echo(table(["MIGRATION", *[e.upper() for e in report.envs]], rows))
+    for env in report.envs:
+        pending = report.count(status.PENDING, env)
+        drifted = report.count(status.DRIFTED, env)
+        lock = report.locks.get(env)
+        extra = f", {drifted} drifted" if drifted else ""
+        extra += f", locked by {lock}" if lock else ""
+        click.echo(f"{env}: {report.count(status.APPLIED, env)} applied, {pending} pending{extra}.")
+
+
+@cli.command()
+@click.argument("name")
+@pass_project
+def new(project: Project, name: str) -> None:
+    """Create the next migration file, NNNN_NAME.sql."""
+    path = migrations.new_migration(project.config.migrations_dir, name)
+    click.echo(f"Created {path.relative_to(project.config.root)}")
+
+
+@cli.command()
+@json_option
+@pass_project
+def lint(project: Project, as_json: bool) -> None:
+    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects. Exit 1 on errors."""
+    want_json(as_json)
+    found = project.migrations()
+    if as_json:
+        emit_json([{"level": f.level, "file": f.file, "message": f.message} for f in found.findings])
+    else:
+        for f in found.findings:
+            click.echo(f"{f.level}: {f.file}: {f.message}")
+        click.echo(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
+    if found.errors:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("env")
+@click.option("--to", "to", help="Undo the migrations applied after this one (default: only the last one).")
+@click.option("--steps", type=int, help="Undo the last N applied migrations.")
+@dry_run_option
+@yes_option
+@json_option
+@pass_project
+def rollback(
+    project: Project, env: str, to: str | None, steps: int | None, dry_run: bool, yes: bool, as_json: bool
+) -> None:
+    """Undo the last applied migrations of ENV with their down files (migrations/down/), newest first,
+    all or nothing."""
+    want_json(as_json)
+    confirm = confirm_by_typing(yes)
+    report = rollback_plan.run_rollback(project, env, to=to, steps=steps, dry_run=dry_run, confirm=confirm)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not report.plan:
+        click.echo(f"{env}: nothing to roll back.")
+    elif dry_run:
+        click.echo(f"Rollback plan (dry run) for {env}, newest first:")
+        click.echo("".join(f"  {name}\n" for name in report.plan).rstrip("\n"))
+    else:
+        render_run(report)
+
+
+@cli.command("rehearse")
+@click.argument("env", required=False)
+@json_option
+@pass_project
+def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
+    """Apply ENV's pending migrations to a scratch copy of its data, one by one, and report each one's effect.
+    ENV itself is only read."""
+    want_json(as_json)
+    result = rehearse.rehearse(project, project.config.env(env).name)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _render_rehearsal(result)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _render_rehearsal(result: rehearse.Rehearsal) -> None:
+    if not result.migrations:
+        click.echo(f"{result.env}: nothing pending to rehearse.")
+        return
+    copied = sum(result.copied_rows.values())
+    click.echo(f"Rehearsal on a scratch copy of {result.env} ({copied} rows in {len(result.copied_rows)} tables):")
+    rows = []
+    for m in result.migrations:
+        changed = ", ".join(f"{t} {n:+d}" for t, n in m.rows_changed.items()) or "-"
+        made = [f"+{t}" for t in m.tables_created] + [f"-{t}" for t in m.tables_dropped]
+        checks = f"{sum(1 for c in m.checks if c['passed'])}/{len(m.checks)}" if m.checks else "-"
+        rows.append([m.name, m.result, m.duration_ms, changed + (f" ({' '.join(made)})" if made else ""), checks])
+    click.echo(table(["MIGRATION", "RESULT", "MS", "ROWS CHANGED", "CHECKS"], rows))
+    for m in result.migrations:
+        if m.error:
+            click.echo(f"{m.name}: {m.error}" + (f"\n  statement: {m.statement}" if m.statement else ""))
+        for c in m.checks:
+            if not c["passed"]:
+                click.echo(f"{m.name}: check failed: {c['sql']} -> {c.get('error') or c.get('value')}")
+    verdict = "every migration applied" if result.ok else "FAILED"
+    click.echo(f"{verdict}; {result.env} was not changed ({result.wrangler_processes} wrangler processes).")

@@ -1,0 +1,59 @@
+"""`d1ops rehearse`: pending migrations applied to a scratch copy of an environment's data, never to it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from d1ops.project import open_project
+from tests.conftest import Proj
+
+
+def test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte_identical(proj: Proj) -> None:
+    project = open_project(proj.config)
+    project.wrangler.execute(
+        project.config.env("dev"),
+        command="CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT, body TEXT);"
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100000) "
+        "INSERT INTO events SELECT i, CASE WHEN i % 2 THEN 'view' ELSE 'click' END, 'évènement ' || i FROM c",
+    )
+    proj.write(
+        "migrations/0003_drop_views.sql",
+        "-- d1ops: verify SELECT count(*) = 50000 FROM events\n"
+        "-- d1ops: verify SELECT count(*) = 0 FROM events WHERE kind = 'view'\n"
+        "DELETE FROM events WHERE kind = 'view';\n"
+        "CREATE TABLE event_kinds (kind TEXT PRIMARY KEY);\nINSERT INTO event_kinds VALUES ('click');\n",
+    )
+    proj.write(
+        "migrations/0004_wrong_check.sql",
+        "-- d1ops: verify SELECT count(*) = 1 FROM users\nALTER TABLE events ADD COLUMN at TEXT;\n",
+    )
+    sqlite_file = proj.sqlite_path("dev")
+    before = hashlib.sha256(sqlite_file.read_bytes()).hexdigest()
+
+    result = proj.run("rehearse", "dev", "--json")
+
+    assert result.exit_code == 1  # the second migration's check fails
+    report = json.loads(result.stdout)
+    assert report["copied_rows"]["events"] == 100_000
+    first, second = report["migrations"]
+    assert first["name"] == "0003_drop_views.sql" and first["result"] == "applied"
+    assert first["rows_changed"] == {"event_kinds": 1, "events": -50_000}
+    assert first["tables_created"] == ["event_kinds"]
+    assert [c["passed"] for c in first["checks"]] == [True, True]
+    assert first["duration_ms"] > 0
+    assert second["result"] == "check failed"
+    assert second["checks"][0]["sql"] == "SELECT count(*) = 1 FROM users" and second["checks"][0]["passed"] is False
+    assert hashlib.sha256(sqlite_file.read_bytes()).hexdigest() == before
+    assert proj.query("SELECT count(*) FROM events") == [(100_000,)]
+    assert proj.query("SELECT name FROM d1_migrations ORDER BY id")[-1] == ("0002_sample_data.sql",)
+
+
+def test_rehearse_names_the_failing_statement(proj: Proj) -> None:
+    proj.write("migrations/0003_bad.sql", "CREATE TABLE a (id INTEGER);\nINSERT INTO missing VALUES (1);\n")
+    result = proj.run("rehearse", "dev")
+    assert result.exit_code == 1
+    assert "0003_bad.sql  failed" in result.output
+    assert "statement: INSERT INTO missing VALUES (1);" in result.output
+    assert "dev was not changed" in result.output
+    assert "a" not in proj.tables()

@@ -1,0 +1,90 @@
+"""SQL text: the one tokenizer, literals, and statements bounded in UTF-8 bytes (no wrangler)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from d1ops.sqltext import (
+    D1_STATEMENT_BYTES,
+    StatementTooLarge,
+    insert_statements,
+    iter_statements,
+    join_commands,
+    multi_row,
+    split_statements,
+    sql_literal,
+    utf8_len,
+)
+
+
+def test_tokenizer_keeps_trigger_bodies_quotes_and_comments_whole() -> None:
+    sql = (
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE b SET x = 1; -- not the end;\n  DELETE FROM c; END;\n"
+        "SELECT 'a;b', \"c;d\", [e;f], `g;h`; /* ; */ SELECT 1; SELECT 'it''s;'"
+    )
+    assert list(iter_statements([sql])) == [
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE b SET x = 1; -- not the end;\n  DELETE FROM c; END;",
+        "\nSELECT 'a;b', \"c;d\", [e;f], `g;h`;",
+        " /* ; */ SELECT 1;",
+        " SELECT 'it''s;';",
+    ]
+
+
+def test_tokenizer_streams_pieces_split_anywhere() -> None:
+    sql = "INSERT INTO t VALUES ('x;\ny');\nSELECT 2;\n"
+    whole = list(iter_statements([sql]))
+    for cut in range(1, len(sql)):
+        assert [s.strip() for s in iter_statements([sql[:cut], sql[cut:]])] == [s.strip() for s in whole]
+
+
+def test_tokenizer_refuses_a_truncated_statement() -> None:
+    with pytest.raises(ValueError, match="middle of a statement"):
+        list(iter_statements(["INSERT INTO t VALUES ('unterminated"]))
+
+
+def test_split_statements_drops_comment_lines_and_empty_statements() -> None:
+    assert split_statements("-- header\n\nBEGIN TRANSACTION;\n;\nCREATE TABLE x(a); COMMIT;") == [
+        "BEGIN TRANSACTION;",
+        "CREATE TABLE x(a);",
+        "COMMIT;",
+    ]
+
+
+@pytest.mark.parametrize("value", [None, 0, -7, 2**62, 0.1 + 0.2, -1.5e-300, "it's", "a\x00b", b"\x00\xff", "€😀漢"])
+def test_sql_literal_reads_back_exactly(value: object) -> None:
+    conn = sqlite3.connect(":memory:")
+    assert conn.execute(f"SELECT {sql_literal(value)}").fetchone()[0] == value
+
+
+def test_multi_row_statements_stay_under_the_byte_limit_with_multibyte_text() -> None:
+    # ~60 KB of CJK, € and emoji per row: 3-4 bytes a character, so characters would undercount by 2-4x.
+    text = ("漢字€😀" * 5000)[:20000]
+    rows = [(i, text) for i in range(12)]
+    statements = list(insert_statements("posts", ["id", "body"], rows))
+    assert all(utf8_len(s) < D1_STATEMENT_BYTES for s in statements)
+    assert len(statements) == 12  # one ~65 KB row per statement: two would exceed 100,000 bytes
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE posts (id INTEGER PRIMARY KEY, body TEXT)")
+    for statement in statements:
+        conn.execute(statement)
+    assert conn.execute("SELECT count(*), sum(body = ?) FROM posts", (text,)).fetchone() == (12, 12)
+
+
+def test_a_row_too_large_for_one_statement_is_named() -> None:
+    rows = [(1, "small"), (2, "€" * 40_000)]  # 120,000 bytes, 40,000 characters
+    with pytest.raises(StatementTooLarge, match="a row of posts number 2 is 120,0.. bytes as SQL"):
+        list(insert_statements("posts", ["id", "body"], rows))
+
+
+def test_multi_row_caps_rows_per_statement() -> None:
+    statements = list(multi_row("INSERT INTO t VALUES ", ";", (f"({i})" for i in range(450)), max_items=200))
+    assert [s.count("(") for s in statements] == [200, 200, 50]
+
+
+def test_join_commands_counts_bytes() -> None:
+    statements = ["SELECT '" + "€" * 10_000 + "'"] * 10  # 30 KB each
+    commands = list(join_commands(statements))
+    assert all(utf8_len(c) <= 100_000 for c in commands)
+    assert sum(c.count("SELECT") for c in commands) == 10
