@@ -16,7 +16,7 @@ from d1ops.pipeline import Change, Confirm, Run, run_change
 from d1ops.project import Project
 from d1ops.readonly import is_read_only, scratch_schema
 from d1ops.sqltext import sql_for_batch
-from d1ops.tracking import release_lock_sql
+from d1ops.tracking import CHECKSUM_DDL, LOCK_DDL, WRANGLER_DDL, release_lock_sql
 from d1ops.wrangler import Statement
 
 
@@ -63,7 +63,8 @@ def run_execute(
         raise UsageError(f"SQL file {file} does not exist.")
     sql = file.read_text(encoding="utf-8") if file is not None else (command or "")
     migrations = project.migrations() if project.config.migrations_dir.is_dir() else None
-    schema = scratch_schema(m.read_sql() for m in (migrations.files if migrations else ()))
+    tracking = [WRANGLER_DDL, CHECKSUM_DDL, LOCK_DDL]
+    schema = scratch_schema([*tracking, *(m.read_sql() for m in (migrations.files if migrations else ()))])
     if is_read_only(sql, schema):
         result = project.wrangler.execute(env, command=command, file=file)
         return [{"results": s.results, "meta": s.meta} for s in result], True
