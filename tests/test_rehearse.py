@@ -57,3 +57,19 @@ def test_rehearse_names_the_failing_statement(proj: Proj) -> None:
     assert "statement: INSERT INTO missing VALUES (1);" in result.output
     assert "dev was not changed" in result.output
     assert "a" not in proj.tables()
+
+
+def test_promote_rehearse_stops_before_touching_the_target_when_the_rehearsal_fails(proj: Proj) -> None:
+    assert proj.run("promote", "--to", "staging").exit_code == 0
+    proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
+    # applies, but its own check fails: the rehearsal on a copy of staging says so before staging is touched
+    proj.write("migrations/0004_seed.sql", "-- d1ops: verify SELECT count(*) = 2 FROM tags\nINSERT INTO tags VALUES (1);\n")
+    assert proj.run("migrate", "dev").exit_code == 0
+    before = proj.query("SELECT name FROM d1_migrations ORDER BY id", "staging")
+
+    result = proj.run("promote", "--to", "staging", "--rehearse")
+
+    assert result.exit_code == 1
+    assert "0004_seed.sql  check failed" in result.output
+    assert "The rehearsal on a copy of staging failed: nothing was promoted." in result.output
+    assert proj.query("SELECT name FROM d1_migrations ORDER BY id", "staging") == before
