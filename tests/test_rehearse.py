@@ -63,7 +63,9 @@ def test_promote_rehearse_stops_before_touching_the_target_when_the_rehearsal_fa
     assert proj.run("promote", "--to", "staging").exit_code == 0
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
     # applies, but its own check fails: the rehearsal on a copy of staging says so before staging is touched
-    proj.write("migrations/0004_seed.sql", "-- d1ops: verify SELECT count(*) = 2 FROM tags\nINSERT INTO tags VALUES (1);\n")
+    proj.write(
+        "migrations/0004_seed.sql", "-- d1ops: verify SELECT count(*) = 2 FROM tags\nINSERT INTO tags VALUES (1);\n"
+    )
     assert proj.run("migrate", "dev").exit_code == 0
     before = proj.query("SELECT name FROM d1_migrations ORDER BY id", "staging")
 
