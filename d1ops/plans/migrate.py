@@ -278,7 +278,14 @@ def read_back_applied(run: Run, cause: OutcomeUnknown) -> MigrationFailed:
             o.result = "applied" if o.name in state.applied else "not applied"
     applied = [o.name for o in outcomes if o.result == "applied"]
     said = f"applied: {', '.join(applied)}" if applied else "none of them is applied"
-    lock = f" The lock is still held by this run: `d1ops unlock {env.name}`." if state.lock_owner == run.owner else ""
+    lock = ""
+    if state.lock_owner == run.owner and not env.is_remote:
+        run.locked = True  # the local call is dead and did not run: the run releases the lock as after a failure
+    elif state.lock_owner == run.owner:
+        lock = (
+            f" The lock is still held by this run (the import may still finish on D1): check `d1ops status "
+            f"{env.name}`, then `d1ops unlock {env.name}` (or let its lease expire at {state.lock_expires_at})."
+        )
     return MigrationFailed(
         f"The call applying migrations to {env.name} did not finish ({cause.detail}). Read back from the "
         f"database: {said}.{lock} Nothing was retried; run `d1ops migrate {env.name}` to apply the rest."
