@@ -26,7 +26,7 @@ from d1ops import __version__
 from d1ops.backup import bookmark_restore_command, take_backup
 from d1ops.catalog import REPORTS
 from d1ops.config import Environment
-from d1ops.errors import BackupFailed, D1OpsError, GateRefused, Interrupted, OutcomeUnknown, WranglerError
+from d1ops.errors import BackupFailed, D1OpsError, GateRefused, Interrupted, LockHeld, OutcomeUnknown, WranglerError
 from d1ops.files import unique_stamp, utc_now, write_private
 from d1ops.project import Project
 from d1ops.schema import DatabaseSchema
@@ -118,7 +118,11 @@ class Run:
             return self.state
         self.locked = True  # set first: a failure after the lock call must still release it
         files = self.project.migrations().files if self.project.config.migrations_dir.is_dir() else ()
-        self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
+        try:
+            self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
+        except LockHeld:
+            self.locked = False  # the call answered: another run holds the lease, there is nothing of ours to release
+            raise
         self.schema = schema or self.schema
         if self.state.taken_over:
             self.report.warnings.append(
