@@ -79,6 +79,8 @@ class D1OpsGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
+        # --json was given: known before the command runs, so a failure opening the project is JSON too.
+        ctx.meta["d1ops.json_arg"] = "--json" in [*ctx._protected_args, *ctx.args]
         try:
             return super().invoke(ctx)
         except pipeline.RunFailed as exc:
@@ -93,7 +95,7 @@ class D1OpsGroup(click.Group):
 
 def _json_wanted(ctx: click.Context) -> bool:
     """--json was given: the command said so, or it failed before it could (opening the project)."""
-    return bool(ctx.meta.get("d1ops.json")) or "--json" in [*ctx._protected_args, *ctx.args]
+    return bool(ctx.meta.get("d1ops.json", ctx.meta.get("d1ops.json_arg")))
 
 
 def _fail_json(message: str, code: int) -> NoReturn:
