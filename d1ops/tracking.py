@@ -304,6 +304,19 @@ def read_states(
         return {name: future.result() for name, future in futures.items()}
 
 
+# The first statement of every apply batch: if this run no longer holds the lease (it expired and another run
+# took it over, or someone ran `d1ops unlock`), it fails on NOT NULL (checked before the key) and D1 rejects the
+# whole batch: a run never changes a database under a lease that is not its own.
+LEASE_LOST = f"NOT NULL constraint failed: {LOCK_TABLE}.owner"
+
+
+def lease_guard_sql(owner: str) -> str:
+    return (
+        f"INSERT INTO {LOCK_TABLE}(id, owner, acquired_at) SELECT 1, NULL, NULL "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});\n"
+    )
+
+
 def release_lock_sql(owner: str) -> str:
     return f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)};\n"
 

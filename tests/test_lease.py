@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from d1ops import pipeline
 from d1ops.errors import ConfigError
 from d1ops.project import open_project
 from d1ops.tracking import lease_minutes
@@ -112,3 +113,27 @@ def test_time_travel_restore_releases_the_lease_that_came_back_from_the_past(
 
     assert result.exit_code == 0, result.output
     assert server.execute(uuid, "SELECT * FROM d1ops_lock")[0]["results"] == []
+
+
+def test_a_run_whose_lease_was_taken_over_applies_nothing(proj: Proj, monkeypatch: pytest.MonkeyPatch) -> None:
+    proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
+    project = open_project(proj.config)
+    real = pipeline.take_safety
+
+    def safety_then_the_lease_is_taken_over(run: pipeline.Run, change: pipeline.Change) -> None:
+        real(run, change)
+        project.wrangler.execute(  # our lease expired meanwhile, and another run took it over
+            project.config.env("dev"),
+            command="DELETE FROM d1ops_lock; INSERT INTO d1ops_lock VALUES "
+            "(1, 'the next run', '2026-01-01T00:00:00Z', '2999-01-01T00:00:00Z')",
+        )
+
+    monkeypatch.setattr(pipeline, "take_safety", safety_then_the_lease_is_taken_over)
+    result = proj.run("migrate", "dev", "--json")
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert "This run no longer held the lease on dev" in report["error"]
+    assert "nothing of it was applied" in report["error"]
+    assert "tags" not in proj.tables()
+    assert proj.query("SELECT owner FROM d1ops_lock") == [("the next run",)]  # not ours to release
