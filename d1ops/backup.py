@@ -66,7 +66,8 @@ def take_backup(
     except WranglerError as exc:
         raise BackupFailed(f"Backup of {env.name} failed reading the database: {exc.detail}") from exc
     final = project.config.backups_dir / env.name / f"{stamp}-{_safe_label(label)}"
-    partial = final.with_name(f".{final.name}.partial")
+    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
+    clean_dead_partials(final.parent)
     try:
         make_private_dir(partial)
         files = _write_dump(project, env, partial, selected, whole and not schema.virtual_tables, fmt, schema)
@@ -106,6 +107,30 @@ def take_backup(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return verify_backup(project, final, level=verify or "quick", record=True)
+
+
+def clean_dead_partials(folder: Path) -> list[Path]:
+    """Remove the `.partial` folders that a killed d1ops left behind (SIGKILL runs no cleanup): those whose
+    process (the pid in the name) is no longer alive. A live backup's folder, or one from another host's
+    process that happens to share the folder, is only removed once its pid is gone here too."""
+    removed = []
+    for path in folder.glob(".*.partial") if folder.is_dir() else ():
+        pid = path.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours
+    return True
 
 
 def _safe_label(label: str) -> str:

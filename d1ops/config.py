@@ -122,7 +122,12 @@ def load_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None
     """Load and check environments.yaml and the wrangler config it names."""
     path = find_config_path(explicit, cwd).resolve()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except DuplicateKey as exc:
+        raise ConfigError(
+            f"{path.name}, line {exc.line}: key '{exc.key}' is given twice{exc.where} (YAML would silently keep the "
+            "last one). Keep one and run again."
+        ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name}: not valid YAML ({exc}). Fix the file and run again.") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -130,6 +135,28 @@ def load_config(explicit: str | os.PathLike[str] | None = None, cwd: Path | None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path.name}: expected a mapping of keys ({', '.join(TOP_KEYS)}).")
     return parse_config(raw, path)
+
+
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, line: int, first: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+        self.where = f" (first on line {first})"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a mapping with the same key twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise DuplicateKey(str(key), line, seen[key])
+            if isinstance(key, str | int | float | bool):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_config(raw: dict[str, Any], path: Path) -> Config:
@@ -164,6 +191,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         migrations_dir = environments[0].binding.migrations_dir or "migrations"
     elif not isinstance(migrations_dir, str):
         raise ConfigError(f"{where}: key 'migrations_dir' must be a path string.")
+    if (root / migrations_dir).is_file():
+        raise ConfigError(
+            f"{where}: key 'migrations_dir': {root / migrations_dir} is a file, not a folder. Point it at the folder "
+            "that holds the migration files (wrangler's default: migrations)."
+        )
     baseline = raw.get("baseline")
     if baseline is not None and not isinstance(baseline, str):
         raise ConfigError(f"{where}: key 'baseline' must be a migration file name or null.")

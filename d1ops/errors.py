@@ -77,3 +77,9 @@ class BackupFailed(D1OpsError):
 
 class RestoreFailed(D1OpsError):
     """A restore could not be done; says what state the database is in."""
+
+
+class Interrupted(D1OpsError):
+    """d1ops was interrupted (Ctrl-C: exit 130; SIGTERM: 143); the message says what was read back."""
+
+    exit_code = 130

@@ -14,6 +14,7 @@ interruption (Ctrl-C, SIGTERM): the report says what was read back, never what w
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,13 +26,14 @@ from d1ops import __version__
 from d1ops.backup import bookmark_restore_command, take_backup
 from d1ops.catalog import REPORTS
 from d1ops.config import Environment
-from d1ops.errors import BackupFailed, D1OpsError, GateRefused, OutcomeUnknown, WranglerError
+from d1ops.errors import BackupFailed, D1OpsError, GateRefused, Interrupted, LockHeld, OutcomeUnknown, WranglerError
 from d1ops.files import unique_stamp, utc_now, write_private
 from d1ops.project import Project
 from d1ops.schema import DatabaseSchema
-from d1ops.tracking import EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
+from d1ops.tracking import LEASE_LOST, EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
 from d1ops.verify import BackupResult
 from d1ops.wrangler import redact
+from d1ops.wrangler_output import mask_secrets
 
 Confirm = Callable[[Environment, str], None]
 """Called before a protected environment is changed, with a description of the change; raises to refuse."""
@@ -116,8 +118,17 @@ class Run:
             return self.state
         self.locked = True  # set first: a failure after the lock call must still release it
         files = self.project.migrations().files if self.project.config.migrations_dir.is_dir() else ()
-        self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
+        try:
+            self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
+        except LockHeld:
+            self.locked = False  # the call answered: another run holds the lease, there is nothing of ours to release
+            raise
         self.schema = schema or self.schema
+        if self.state.taken_over:
+            self.report.warnings.append(
+                f"took over the expired lease on {env.name} of {self.state.taken_over}: that run is presumed dead. "
+                f"Its report (if it wrote one) is in the reports folder; what it applied is read above."
+            )
         return self.state
 
     def applied(self) -> None:
@@ -129,20 +140,21 @@ class Run:
             release_lock(self.wrangler, self.env, self.owner)
             self.locked = False
 
-    def release_quietly(self) -> None:
-        """Release our lock after a failure; if even that fails, say how to release it by hand."""
+    def release_quietly(self) -> str:
+        """Release our lock after a failure; if even that fails (a second Ctrl-C included), return and file the
+        advice to release it by hand. Never raises."""
         if not self.locked:
-            return
+            return ""
         try:
             release_lock(self.wrangler, self.env, self.owner)
             self.locked = False
+            return ""
         except BaseException as exc:  # noqa: BLE001 - a second Ctrl-C here must still leave the advice
             detail = exc.message if isinstance(exc, D1OpsError) else "interrupted"
-            self.report.warnings.append(
-                f"could not release the lock on {self.env.name} ({detail}). Run `d1ops unlock {self.env.name}`."
-            )
-            if not isinstance(exc, D1OpsError):
-                raise
+            name = self.env.name
+            advice = f"The lock on {name} could not be released ({detail}). Run `d1ops unlock {name}`."
+            self.report.warnings.append(advice)
+            return advice
 
 
 class Change:
@@ -202,11 +214,13 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
     report = RunReport(command=change.command, env=env.name, target=env.target, dry_run=dry_run, started_at=utc_now())
     run = Run(project, env, report, dry_run=dry_run)
     start = project.wrangler.processes
+    applying = False
     try:
         with tempfile.TemporaryDirectory(prefix="d1ops-run-") as tmp:
             run.work = Path(tmp)
             change.prepare(run)
             change.read(run)
+            pause_point("locked")
             if not change.plan(run) or dry_run:
                 run.release()
                 if dry_run:
@@ -217,28 +231,103 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
                     raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
                 confirm(env, change.describe())
             take_safety(run, change)
+            pause_point("before-apply")
+            applying = True
             try:
                 change.apply(run)
             except OutcomeUnknown as unknown:
                 run.locked = False  # whatever the call did, it was the one to release the lock: never retried
                 raise change.read_back(run, unknown) from None
+            except D1OpsError as exc:
+                lost = lease_lost(run, change, exc)
+                if lost is None:
+                    raise
+                raise lost from exc
+            applying = False
             run.release()
+            pause_point("before-report")
             return finish(project, report, start)
     except D1OpsError as exc:
-        run.release_quietly()
-        report.error = redact(exc.message)
-        report.exit_code = exc.exit_code
-        finish(project, report, start)
-        raise RunFailed(exc, report) from exc
-    except BaseException:  # Ctrl-C, SIGTERM: release, and still file what is known
+        advice = run.release_quietly()
+        raise failed(project, report, start, exc, advice) from exc
+    except BaseException as exc:  # Ctrl-C, SIGTERM: read back what the apply did, release, file what is known
+        raise interrupted(project, change, run, start, exc, applying=applying) from exc
+
+
+def interrupted(
+    project: Project, change: Change, run: Run, start: int, exc: BaseException, *, applying: bool
+) -> RunFailed:
+    """An interruption: wrangler was already stopped (wrangler.py kills its process group). During the apply,
+    the state is read back so the report says exactly what is applied; a second Ctrl-C skips the read-back
+    (outcomes stay "unknown") but never the report, nor the advice to unlock."""
+    report, env = run.report, run.env
+    code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else EXIT_INTERRUPTED
+    signal_name = "SIGTERM" if isinstance(exc, SystemExit) else "SIGINT (Ctrl-C)"
+    error: D1OpsError = Interrupted(
+        f"d1ops was interrupted ({signal_name}) before {change.command} on {env.name} changed anything. "
+        f"{change.untouched()}"
+    )
+    if applying:
+        run.locked = False  # the apply call releases the lock itself, if it ran at all: see the read-back
+        cause = OutcomeUnknown(["wrangler"], None, f"d1ops was interrupted ({signal_name}) and stopped wrangler")
         try:
-            run.release_quietly()
-        finally:
-            report.error = "interrupted"
-            report.exit_code = EXIT_INTERRUPTED
-            report.warnings.append("the run was interrupted; the report shows what was known when it stopped")
-            finish(project, report, start)
-        raise
+            error = change.read_back(run, cause)
+        except BaseException:  # noqa: BLE001 - a second Ctrl-C: say that the outcome is unknown
+            for outcome in report.migrations:
+                if outcome.result == "not run":
+                    outcome.result = "unknown"
+            error = Interrupted(
+                f"d1ops was interrupted twice while applying {change.command} to {env.name}: whether it was applied "
+                f"is unknown (nothing is retried). Run `d1ops status {env.name}` to see what is applied, and "
+                f"`d1ops unlock {env.name}` if the lock is still held."
+            )
+    error.exit_code = code
+    advice = run.release_quietly()
+    report.warnings.append("the run was interrupted; the report shows what was read back when it stopped")
+    return failed(project, report, start, error, advice)
+
+
+def failed(project: Project, report: RunReport, start: int, exc: D1OpsError, advice: str) -> RunFailed:
+    """File the report of a failed run and return the RunFailed to raise (the message ends with `advice`)."""
+    if advice and advice not in exc.message:
+        exc.message = f"{exc.message}\n{advice}"
+    report.error = redact(exc.message)
+    report.exit_code = exc.exit_code
+    try:
+        finish(project, report, start)
+    except BaseException:  # noqa: BLE001 - a Ctrl-C while filing: the message still reaches the user
+        report.warnings.append("interrupted while writing the run report")
+    return RunFailed(exc, report)
+
+
+def lease_lost(run: Run, change: Change, exc: D1OpsError) -> LockHeld | None:
+    """The apply's batch was refused by its lease guard: this run's lease had expired and was taken over."""
+    cause = exc.__cause__
+    texts = [exc.message, cause.message if isinstance(cause, D1OpsError) else ""]
+    if not any(LEASE_LOST in text for text in texts):
+        return None
+    name = run.env.name
+    return LockHeld(
+        f"This run no longer held the lease on {name} when it came to apply (it expired after D1OPS_LEASE_MINUTES "
+        f"and another run took it over, or it was released with `d1ops unlock`). D1 refused the {change.command} "
+        f"batch as a whole: nothing of it was applied. See `d1ops status {name}`; if runs need longer, raise "
+        "D1OPS_LEASE_MINUTES."
+    )
+
+
+PAUSE_ENV_VAR = "D1OPS_PAUSE_AT"
+
+
+def pause_point(step: str) -> None:
+    """Test seam for the kill matrix: with D1OPS_PAUSE_AT=<step>:<file>, write <file> and wait (up to 10 min)
+    to be killed. Steps: locked, before-apply, before-report. Does nothing otherwise."""
+    wanted = os.environ.get(PAUSE_ENV_VAR, "")
+    if not wanted.startswith(step + ":"):
+        return
+    Path(wanted.split(":", 1)[1]).write_text(str(os.getpid()), encoding="utf-8")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def take_safety(run: Run, change: Change) -> None:
@@ -301,7 +390,7 @@ def write_report(project: Project, report: RunReport) -> Path:
     folder. Names are unique even for two runs in the same millisecond."""
     path = project.config.backups_dir / report.env / REPORTS / f"{unique_stamp()}-{report.command}.json"
     report.report_path = str(path)
-    text = redact(json.dumps(report.to_dict(), indent=2, default=str)) + "\n"
+    text = mask_secrets(json.dumps(report.to_dict(), indent=2, default=str)) + "\n"  # error: redacted already
     backup = (report.backup or {}).get("path")
     try:
         write_private(path, text)

@@ -3,7 +3,8 @@
 - `d1_migrations` is wrangler's own table, created with wrangler's exact DDL, so `wrangler d1 migrations list`
   agrees with d1ops and a database migrated by wrangler is adopted as it is.
 - `d1ops_migrations` holds what wrangler lacks: the checksum of each applied file, who applied it, how long it took.
-- `d1ops_lock` holds at most one row: the run that may change the database.
+- `d1ops_lock` holds at most one row: the run that may change the database, and when its lease expires. A lease
+  that has expired (its run died, or ran far past any sane length) is taken over by the next run, with a warning.
 
 A migration's SQL and both tracking rows go to wrangler in one `execute --file`, which D1 runs atomically:
 a failing statement records nothing.
@@ -17,10 +18,11 @@ import socket
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from d1ops.config import Environment
-from d1ops.errors import LockHeld, WranglerError
+from d1ops.errors import ConfigError, LockHeld, WranglerError
 from d1ops.migrations import MigrationFile
 from d1ops.schema import SCHEMA_READ, DatabaseSchema, schema_from
 from d1ops.sqltext import quote
@@ -47,9 +49,45 @@ CHECKSUM_DDL = f"""CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE}(
 LOCK_DDL = f"""CREATE TABLE IF NOT EXISTS {LOCK_TABLE}(
   id          INTEGER PRIMARY KEY CHECK (id = 1),
   owner       TEXT NOT NULL,
-  acquired_at TEXT NOT NULL
+  acquired_at TEXT NOT NULL,
+  expires_at  TEXT
 );"""
+# A lock table from before leases lacks expires_at, and SQLite has no ADD COLUMN IF NOT EXISTS: so the lock call
+# copies the (at most one) row into a table of the current shape, whatever the old one's. The NATURAL LEFT JOIN
+# takes expires_at from the old table when it has the column (a join column resolves to the left table's), and
+# NULL (from the one-row right side) when it does not. One process, in the same atomic batch as the lock.
+LOCK_UPGRADE = f"""DROP TABLE IF EXISTS {LOCK_TABLE}_next;
+{LOCK_DDL.replace(LOCK_TABLE, LOCK_TABLE + "_next", 1)}
+INSERT INTO {LOCK_TABLE}_next(id, owner, acquired_at, expires_at)
+  SELECT id, owner, acquired_at, expires_at FROM {LOCK_TABLE} NATURAL LEFT JOIN (SELECT NULL AS expires_at);
+DROP TABLE {LOCK_TABLE};
+ALTER TABLE {LOCK_TABLE}_next RENAME TO {LOCK_TABLE};"""
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+LEASE_ENV_VAR = "D1OPS_LEASE_MINUTES"
+DEFAULT_LEASE_MINUTES = 120.0  # far past the slowest run: 5-minute wrangler timeouts for lock, backup, verify, apply
+
+
+def lease_minutes() -> float:
+    """How long a run's lease lasts: $D1OPS_LEASE_MINUTES, else 120 minutes."""
+    raw = os.environ.get(LEASE_ENV_VAR)
+    if not raw:
+        return DEFAULT_LEASE_MINUTES
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{LEASE_ENV_VAR}={raw!r} is not a number of minutes (e.g. 120). Fix or unset it.")
+    return value
+
+
+def _expiry_sql(minutes: float) -> str:
+    return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+{minutes * 60:.3f} seconds')"
+
+
+# A lock taken before leases existed (expires_at NULL) does not expire: it is held until `d1ops unlock`, as it
+# was when it was taken.
+_EXPIRED = f"expires_at IS NOT NULL AND expires_at <= {NOW}"
 
 
 def actor() -> str:
@@ -85,15 +123,43 @@ class EnvState:
     applied: dict[str, AppliedMigration]
     lock_owner: str | None = None
     lock_acquired_at: str | None = None
+    lock_expires_at: str | None = None
+    taken_over: str | None = None  # the holder of the expired lease this run took over, if any
 
     @property
     def applied_names(self) -> list[str]:
         return list(self.applied)
 
+    def lock_age(self) -> str:
+        """How long the lock has been held, e.g. '2 h 05 min' ('' if unknown)."""
+        return _age(self.lock_acquired_at)
+
+
+def _parse_utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _age(since: str | None) -> str:
+    start = _parse_utc(since)
+    if start is None:
+        return ""
+    seconds = max(0, int((datetime.now(UTC) - start).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
+
 
 _STATE_QUERY = f"""SELECT m.id, m.name, m.applied_at, c.checksum, c.applied_by, c.duration_ms
 FROM {WRANGLER_TABLE} m LEFT JOIN {CHECKSUM_TABLE} c ON c.name = m.name ORDER BY m.id"""
-_LOCK_QUERY = f"SELECT owner, acquired_at FROM {LOCK_TABLE} WHERE id = 1"
+# `*`: reads a lock table with or without expires_at (databases locked before leases existed).
+_LOCK_QUERY = f"SELECT * FROM {LOCK_TABLE} WHERE id = 1"
 
 
 def _applied_from(rows: list[dict[str, object]]) -> dict[str, AppliedMigration]:
@@ -150,6 +216,7 @@ def _state_from(env: Environment, rows: list[dict[str, object]], lock_rows: list
         applied=_applied_from(rows),
         lock_owner=lock.get("owner") or None,  # type: ignore[arg-type]
         lock_acquired_at=lock.get("acquired_at") or None,  # type: ignore[arg-type]
+        lock_expires_at=lock.get("expires_at") or None,  # type: ignore[arg-type]
     )
 
 
@@ -161,17 +228,22 @@ def lock_and_read_state(
     *,
     with_schema: bool = False,
 ) -> tuple[EnvState, DatabaseSchema | None]:
-    """Create the tracking tables, take the lock, adopt checksums of wrangler-applied files, read state (and,
-    `with_schema`, the schema): one wrangler process, one atomic batch.
+    """Create the tracking tables, take the lease (taking over an expired one), adopt checksums of
+    wrangler-applied files, read state (and, `with_schema`, the schema): one wrangler process, one atomic batch.
 
-    Raises LockHeld (naming the holder) when another run has it. A migration applied by plain wrangler gets
-    the checksum of the file on disk recorded, once.
+    Raises LockHeld (naming the holder and the lease's age) when another run holds a live lease. A migration
+    applied by plain wrangler gets the checksum of the file on disk recorded, once. A lock table from before
+    leases is given its expires_at column by the same batch (LOCK_UPGRADE).
     """
     statements = [
         WRANGLER_DDL,
         CHECKSUM_DDL,
         LOCK_DDL,
-        f"INSERT OR IGNORE INTO {LOCK_TABLE}(id, owner, acquired_at) VALUES (1, {quote(owner)}, {NOW});",
+        LOCK_UPGRADE,
+        _LOCK_QUERY + ";",  # the holder before: named if its expired lease is taken over
+        f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND {_EXPIRED};",
+        f"INSERT OR IGNORE INTO {LOCK_TABLE}(id, owner, acquired_at, expires_at) "
+        f"VALUES (1, {quote(owner)}, {NOW}, {_expiry_sql(lease_minutes())});",
     ]
     if files:
         values = ", ".join(f"({quote(f.name)}, {quote(f.checksum)})" for f in files)
@@ -187,12 +259,25 @@ def lock_and_read_state(
         statements.append(SCHEMA_READ)
     result = wrangler.execute(env, command="\n".join(statements))
     at = -4 if with_schema else -2
+    before_at = at - 3 - (1 if files else 0)
     state = _state_from(env, result[at].results, result[at + 1].results)
     if state.lock_owner != owner:
-        raise LockHeld(
-            f"Environment '{env.name}' is locked by {state.lock_owner} since {state.lock_acquired_at}. "
-            f"Wait for that run to finish; if it died, release the lock with `d1ops unlock {env.name}`."
+        age = state.lock_age()
+        held = f" ({age} ago)" if age else ""
+        expires = (
+            f"; its lease expires at {state.lock_expires_at}"
+            if state.lock_expires_at
+            else "; taken before leases existed, it does not expire"
         )
+        raise LockHeld(
+            f"Environment '{env.name}' is locked by {state.lock_owner} since {state.lock_acquired_at}{held}{expires}. "
+            f"Wait for that run to finish; if it died, release the lock now with `d1ops unlock {env.name}`"
+            + (" (or run again once its lease has expired: it is then taken over)." if state.lock_expires_at else ".")
+        )
+    before = result[before_at].results[0] if result[before_at].results else {}
+    if before.get("owner") and before.get("owner") != owner:
+        since, until = before.get("acquired_at"), before.get("expires_at")
+        state = replace(state, taken_over=f"{before['owner']} (held since {since}, lease expired at {until})")
     return state, schema_from(result) if with_schema else None
 
 
@@ -219,17 +304,34 @@ def read_states(
         return {name: future.result() for name, future in futures.items()}
 
 
+# The first statement of every apply batch: if this run no longer holds the lease (it expired and another run
+# took it over, or someone ran `d1ops unlock`), it fails on NOT NULL (checked before the key) and D1 rejects the
+# whole batch: a run never changes a database under a lease that is not its own.
+LEASE_LOST = f"NOT NULL constraint failed: {LOCK_TABLE}.owner"
+
+
+def lease_guard_sql(owner: str) -> str:
+    return (
+        f"INSERT INTO {LOCK_TABLE}(id, owner, acquired_at) SELECT 1, NULL, NULL "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});\n"
+    )
+
+
 def release_lock_sql(owner: str) -> str:
     return f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)};\n"
 
 
 def release_lock(wrangler: Wrangler, env: Environment, owner: str | None = None) -> None:
-    """Release the lock (only ours, unless `owner` is None: `d1ops unlock` forcing it)."""
+    """Release the lock (only `owner`'s lease; None, only from `d1ops unlock` of an unheld lock, any)."""
     where = "" if owner is None else f" AND owner = {quote(owner)}"
-    wrangler.execute(
-        env,
-        command=f"{LOCK_DDL}\nDELETE FROM {LOCK_TABLE} WHERE id = 1{where};",
-    )
+    wrangler.execute(env, command=f"{LOCK_DDL}\nDELETE FROM {LOCK_TABLE} WHERE id = 1{where};")
+
+
+def release_stale_lock_sql(owner: str, acquired_at: str) -> str:
+    """After a Time Travel restore: delete our own lease, and a lease taken before ours (it came back from
+    the past with the restore: while we held the lease, nobody else could take one). A lease taken after ours
+    belongs to a run that started after the restore, and stays."""
+    return f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND (owner = {quote(owner)} OR acquired_at < {quote(acquired_at)});"
 
 
 def migration_batch(migration: MigrationFile, sql: str, applied_by: str, *, release_owner: str | None) -> str:

@@ -23,6 +23,7 @@ import sh
 
 from d1ops.config import Environment
 from d1ops.errors import ContentionError, OutcomeUnknown, UsageError, WranglerError, WranglerNotFound
+from d1ops.lifeline import SIGNALLED, supervised
 from d1ops.wrangler_output import (
     UNREACHABLE,
     Statement,
@@ -191,13 +192,15 @@ class Runner:
         self._counter.add()
         limit = timeout or self.timeout
         options: dict[str, Any] = {"_out": str(out_file)} if out_file else {}
+        started, preexec = supervised(argv)
+        if preexec is not None:
+            options["_preexec_fn"] = preexec
         cmd: sh.RunningCommand | None = None
         try:
-            # Its own process group: wrangler starts node, which starts workerd. A timeout, Ctrl-C or any
-            # other interruption of d1ops kills the whole group, so nothing goes on changing a database
-            # after d1ops has stopped (or released its lock).
-            cmd = sh.Command(argv[0])(
-                *argv[1:],
+            # Its own process group: a timeout or Ctrl-C kills all of it (node, node, workerd); SIGKILL of d1ops
+            # too, through the supervisor (lifeline.py). Nothing goes on changing a database after d1ops stopped.
+            cmd = sh.Command(started[0])(
+                *started[1:],
                 _cwd=str(self.root),
                 _env=env,
                 _in="",
@@ -217,6 +220,10 @@ class Runner:
                 _shown(argv, env), None, f"wrangler was killed by signal {-exc.exit_code} before it finished"
             ) from None
         except sh.ErrorReturnCode as exc:
+            if preexec is not None and exc.exit_code in SIGNALLED:  # the supervisor's child died of a signal
+                raise OutcomeUnknown(
+                    _shown(argv, env), None, f"wrangler was killed by signal {exc.exit_code - 128} before it finished"
+                ) from None
             out = _tail(out_file) if out_file else exc.stdout.decode("utf-8", "replace")
             err = exc.stderr.decode("utf-8", "replace")
             message = redact(error_text(out, err), env)

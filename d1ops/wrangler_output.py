@@ -26,13 +26,21 @@ _SECRET_PATTERNS = (
 )
 
 
-def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Remove API tokens from text: known secret variables' values, and bearer/token patterns."""
+def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace the values of the secrets d1ops knows (SECRET_VARS) and nothing else: safe on user data, so it is
+    what whole documents (query results, run reports) go through."""
     values = os.environ if environ is None else environ
     for var in SECRET_VARS:
         value = values.get(var)
         if value and len(value) >= 4:
             text = text.replace(value, "[REDACTED]")
+    return text
+
+
+def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """For messages (errors, wrangler's output): the known secrets, and bearer/token patterns too. Never applied
+    to query results: a column named api_key or a value 'Bearer …' is the user's data."""
+    text = mask_secrets(text, environ)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
     return text

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,6 +24,7 @@ from d1ops.errors import D1OpsError, GateRefused
 from d1ops.project import open_project
 from d1ops.render import text_table
 from d1ops.wrangler import redact
+from d1ops.wrangler_output import mask_secrets
 
 # -- shared options ---------------------------------------------------------------------------------------------
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout, nothing else.")
@@ -54,19 +56,52 @@ def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class D1OpsGroup(click.Group):
-    """Turns every D1OpsError into its exit code and a message that says what to do next."""
+    """Turns every D1OpsError into its exit code and a message that says what to do next. With --json, every
+    failure (config and usage errors included, raised before the command runs) is one JSON document on stdout:
+    {"error": ..., "exit_code": ...} (a run's failure: its whole report, which has both)."""
+
+    def main(  # type: ignore[override]
+        self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, **extra: Any
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or not extra.get("standalone_mode", True):
+            return super().main(argv, prog_name, complete_var, **extra)
+        extra["standalone_mode"] = False
+        try:
+            code = super().main(argv, prog_name, complete_var, **extra)  # ctx.exit(N) returns N here
+        except click.ClickException as exc:  # usage: bad option, missing argument, no such file…
+            _fail_json(exc.format_message(), exc.exit_code)
+        except click.exceptions.Abort:
+            _fail_json("interrupted", pipeline.EXIT_INTERRUPTED)
+        except Exception as exc:  # a bug: still one JSON document; the traceback goes to stderr
+            traceback.print_exc()
+            _fail_json(f"internal error: {type(exc).__name__}: {exc}", 1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
+        # --json was given: known before the command runs, so a failure opening the project is JSON too.
+        ctx.meta["d1ops.json_arg"] = "--json" in [*ctx._protected_args, *ctx.args]
         try:
             return super().invoke(ctx)
         except pipeline.RunFailed as exc:
-            if ctx.meta.get("d1ops.json"):
+            if _json_wanted(ctx):
                 emit_json(exc.report.to_dict())
             _fail(exc)
         except D1OpsError as exc:
-            if ctx.meta.get("d1ops.json"):
+            if _json_wanted(ctx):
                 emit_json({"error": redact(exc.message), "exit_code": exc.exit_code})
             _fail(exc)
+
+
+def _json_wanted(ctx: click.Context) -> bool:
+    """--json was given: the command said so, or it failed before it could (opening the project)."""
+    return bool(ctx.meta.get("d1ops.json", ctx.meta.get("d1ops.json_arg")))
+
+
+def _fail_json(message: str, code: int) -> NoReturn:
+    emit_json({"error": redact(message), "exit_code": code})
+    click.echo(f"Error: {redact(message)}", err=True)
+    sys.exit(code)
 
 
 def _fail(exc: D1OpsError) -> NoReturn:
@@ -75,7 +110,8 @@ def _fail(exc: D1OpsError) -> NoReturn:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(redact(json.dumps(data, indent=2, default=str)))
+    """One JSON document on stdout. Only the secrets d1ops knows are masked: query results are user data."""
+    click.echo(mask_secrets(json.dumps(data, indent=2, default=str)))
 
 
 def want_json(as_json: bool) -> None:

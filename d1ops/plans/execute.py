@@ -16,7 +16,7 @@ from d1ops.pipeline import Change, Confirm, Run, run_change
 from d1ops.project import Project
 from d1ops.readonly import is_read_only, scratch_schema
 from d1ops.sqltext import sql_for_batch
-from d1ops.tracking import CHECKSUM_DDL, LOCK_DDL, WRANGLER_DDL, release_lock_sql
+from d1ops.tracking import CHECKSUM_DDL, LOCK_DDL, WRANGLER_DDL, lease_guard_sql, release_lock_sql
 from d1ops.wrangler import Statement
 
 
@@ -41,7 +41,7 @@ class ExecuteChange(Change):
 
     def apply(self, run: Run) -> None:
         # The user's SQL, then the release of our lock: one call, one atomic batch.
-        text = sql_for_batch(self.sql) + release_lock_sql(run.owner)
+        text = lease_guard_sql(run.owner) + sql_for_batch(self.sql) + release_lock_sql(run.owner)
         if self.from_file:
             batch = run.work / "execute.sql"
             batch.write_text(text, encoding="utf-8")
@@ -49,7 +49,7 @@ class ExecuteChange(Change):
         else:
             result = run.wrangler.execute(self.env, command=text)
         run.applied()
-        self.results = result[:-1] if len(result) > 1 else result  # the release is the last statement
+        self.results = result[1:-1] if len(result) > 2 else result  # the lease guard first, the release last
         run.report.details = {"results": [{"results": s.results, "meta": s.meta} for s in self.results]}
 
 

@@ -21,8 +21,10 @@ from d1ops.replay import Step, explain_failure
 from d1ops.sqltext import quote, sql_for_batch
 from d1ops.tracking import (
     CHECKSUM_TABLE,
+    LEASE_LOST,
     EnvState,
     actor,
+    lease_guard_sql,
     migration_batch,
     read_state,
     read_states,
@@ -194,7 +196,8 @@ class MigrateChange(Change):
         who = actor()
         names = ", ".join(quote(m.name) for m in pending)
         pairs = zip(pending, self.sqls, strict=True)
-        text = "".join(migration_batch(m, sql, who, release_owner=None) for m, sql in pairs)
+        text = lease_guard_sql(run.owner)
+        text += "".join(migration_batch(m, sql, who, release_owner=None) for m, sql in pairs)
         text += release_lock_sql(run.owner)
         text += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
         batch = run.work / "batch.sql"
@@ -205,6 +208,8 @@ class MigrateChange(Change):
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
+            if LEASE_LOST in exc.detail:
+                raise  # the run says so (pipeline.py): no replay to find a failing migration
             raise batch_failure(run, self, exc) from exc
         run.applied()
         # Locally the last statement's rows carry each migration's time measured inside the database; remotely
@@ -226,7 +231,8 @@ class MigrateChange(Change):
         for i, (m, sql, outcome) in enumerate(zip(pending, self.sqls, outcomes, strict=True)):
             last = i == len(pending) - 1
             batch = run.work / f"{i:04d}-{m.name}"
-            batch.write_text(migration_batch(m, sql, who, release_owner=run.owner if last else None), encoding="utf-8")
+            text = lease_guard_sql(run.owner) + migration_batch(m, sql, who, release_owner=run.owner if last else None)
+            batch.write_text(text, encoding="utf-8")
             started = time.monotonic()
             try:
                 run.wrangler.execute(self.env, file=batch)
@@ -278,7 +284,14 @@ def read_back_applied(run: Run, cause: OutcomeUnknown) -> MigrationFailed:
             o.result = "applied" if o.name in state.applied else "not applied"
     applied = [o.name for o in outcomes if o.result == "applied"]
     said = f"applied: {', '.join(applied)}" if applied else "none of them is applied"
-    lock = f" The lock is still held by this run: `d1ops unlock {env.name}`." if state.lock_owner == run.owner else ""
+    lock = ""
+    if state.lock_owner == run.owner and not env.is_remote:
+        run.locked = True  # the local call is dead and did not run: the run releases the lock as after a failure
+    elif state.lock_owner == run.owner:
+        lock = (
+            f" The lock is still held by this run (the import may still finish on D1): check `d1ops status "
+            f"{env.name}`, then `d1ops unlock {env.name}` (or let its lease expire at {state.lock_expires_at})."
+        )
     return MigrationFailed(
         f"The call applying migrations to {env.name} did not finish ({cause.detail}). Read back from the "
         f"database: {said}.{lock} Nothing was retried; run `d1ops migrate {env.name}` to apply the rest."

@@ -30,7 +30,7 @@ from d1ops.project import Project
 from d1ops.render import text_table
 from d1ops.sqltext import ident
 from d1ops.tablediff import Dependent, TableRestore
-from d1ops.tracking import release_lock
+from d1ops.tracking import LOCK_DDL, release_stale_lock_sql
 
 
 @dataclass
@@ -179,10 +179,13 @@ def restore_backup(
 
 # -- Time Travel ----------------------------------------------------------------------------------------------
 class BookmarkRestore(RestoreChange):
-    """Remote only: restore the whole database to a Time Travel bookmark, then clear the lock.
+    """Remote only: restore the whole database to a Time Travel bookmark, then release the lease(s) that must go.
 
-    The lock table goes back in time with everything else, so whatever lock it holds afterwards (the run that
-    was under way at the bookmark) is stale and is removed.
+    The lock table goes back in time with everything else: our own lease vanishes, and the table holds whatever
+    lease was live at the bookmark (usually that of the run that recorded the bookmark, long finished). That
+    row is stale: while we held our lease, no other run could take one, so any lease acquired before ours
+    came back from the past and is deleted. A lease acquired after ours belongs to a run that started after
+    the restore (our lease was gone with it): it is left alone, as is any other run's lease.
     """
 
     def backup_policy(self) -> str:
@@ -202,6 +205,8 @@ class BookmarkRestore(RestoreChange):
         bookmark = self.result.bookmark
         try:
             answer = run.wrangler.time_travel_restore(self.env, bookmark=bookmark)
+        except OutcomeUnknown:
+            raise
         except WranglerError as exc:
             raise RestoreFailed(
                 f"Time Travel restore of {self.env.name} to {bookmark} failed: {exc.detail}\n{self.env.name} was not "
@@ -209,14 +214,24 @@ class BookmarkRestore(RestoreChange):
             ) from exc
         if isinstance(answer, dict):
             self.result.bookmark_before = str(answer.get("previous_bookmark") or "") or None
-        run.applied()  # the lock went back in time with the database
+        run.applied()  # our lease went back in time with the database
+        since = run.state.lock_acquired_at if run.state else None
         try:
-            release_lock(run.wrangler, self.env, None)
+            sql = release_stale_lock_sql(run.owner, since or "")
+            run.wrangler.execute(self.env, command=f"{LOCK_DDL}\n{sql}")
         except D1OpsError as exc:
             run.report.warnings.append(
-                f"{self.env.name} was restored, but the lock table went back in time too and may hold the lock of a "
+                f"{self.env.name} was restored, but the lock table went back in time too and may hold the lease of a "
                 f"run of back then ({exc.message}). Run `d1ops unlock {self.env.name}`."
             )
+
+    def read_back(self, run: Run, cause: OutcomeUnknown) -> D1OpsError:
+        return RestoreFailed(
+            f"The Time Travel restore of {self.env.name} to {self.result.bookmark} did not finish ({cause.detail}): "
+            "whether it was done is unknown, and it was not retried. See `npx wrangler d1 time-travel info` "
+            f"(the current bookmark) and `d1ops status {self.env.name}`; `d1ops unlock {self.env.name}` if the "
+            "lock is still held."
+        )
 
 
 def restore_bookmark(project: Project, env_name: str, bookmark: str, *, confirm: Confirm) -> RunReport:

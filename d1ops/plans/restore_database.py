@@ -15,7 +15,7 @@ from d1ops.project import Project
 from d1ops.schema import ORDINARY_TABLES_QUERY, DatabaseSchema, count_rows, lower, read_schema
 from d1ops.sqltext import ident
 from d1ops.tablediff import TableRestore
-from d1ops.tracking import LOCK_TABLE
+from d1ops.tracking import LOCK_TABLE, lease_guard_sql
 
 
 def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, always: bool) -> None:
@@ -79,6 +79,7 @@ class DatabaseRestore(RestoreChange):
             self._note_rows_before({str(t["name"]): int(t["rows"]) for t in run.safety_backup.manifest["tables"]})
         batch = run.work / "restore.sql"
         with batch.open("w", encoding="utf-8") as out:
+            out.write(lease_guard_sql(run.owner))  # before the lock table is dropped with the others
             out.write("PRAGMA defer_foreign_keys=TRUE;\n")
             for view in self.schema.of_type("view"):
                 out.write(f"DROP VIEW IF EXISTS {ident(view.name)};\n")

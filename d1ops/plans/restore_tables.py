@@ -35,7 +35,7 @@ from d1ops.schema import (
 )
 from d1ops.sqltext import KEYS_PER_STATEMENT, ident, join_commands, multi_row
 from d1ops.tablediff import Dependent, TablePlan, delete_statements, in_list, key_literals, upsert_statements
-from d1ops.tracking import LOCK_TABLE, release_lock_sql
+from d1ops.tracking import LOCK_TABLE, lease_guard_sql, release_lock_sql
 
 
 class TablesRestore(RestoreChange):
@@ -130,6 +130,7 @@ class TablesRestore(RestoreChange):
             warn_virtual(run, self.schema, self.manifest, always=False)
         batch = run.work / "restore.sql"
         with batch.open("w", encoding="utf-8") as out:
+            out.write(lease_guard_sql(run.owner))
             write_table_batch(out, self.source_db, plans, triggers)
             out.write(release_lock_sql(run.owner))
         self.run_batch(run, batch)

@@ -24,7 +24,15 @@ from d1ops.pipeline import Change, Confirm, MigrationOutcome, Run, RunReport, el
 from d1ops.project import Project
 from d1ops.replay import Step, explain_failure
 from d1ops.sqltext import quote, split_statements, sql_for_batch
-from d1ops.tracking import CHECKSUM_TABLE, WRANGLER_TABLE, read_state, read_states, release_lock_sql
+from d1ops.tracking import (
+    CHECKSUM_TABLE,
+    LEASE_LOST,
+    WRANGLER_TABLE,
+    lease_guard_sql,
+    read_state,
+    read_states,
+    release_lock_sql,
+)
 
 
 @dataclass(frozen=True)
@@ -138,13 +146,16 @@ class RollbackChange(Change):
         outcomes = [MigrationOutcome(u.name, u.checksum or "", "not run") for u in self.undos]
         run.report.migrations = outcomes
         batch = run.work / "rollback.sql"
-        batch.write_text("".join(rollback_batch(u) for u in self.undos) + release_lock_sql(run.owner), encoding="utf-8")
+        text = lease_guard_sql(run.owner) + "".join(rollback_batch(u) for u in self.undos) + release_lock_sql(run.owner)
+        batch.write_text(text, encoding="utf-8")
         started = time.monotonic()
         try:
             run.wrangler.execute(self.env, file=batch, discard_results=True)
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
+            if LEASE_LOST in exc.detail:
+                raise  # the run says so (pipeline.py): no replay
             steps = [Step(u.name, rollback_batch(u), u.down) for u in self.undos]
             found = explain_failure(run, steps, exc)
             culprit = self.undos[found.index].name if found.index is not None else None

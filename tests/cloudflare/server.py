@@ -49,6 +49,10 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class DropConnection(Exception):
+    """Close the connection without answering (a fault mode: the request's effect happened, the answer is lost)."""
+
+
 def sql_error(message: str) -> ApiError:
     return ApiError(400, 7500, message)
 
@@ -209,6 +213,9 @@ class FakeD1Server:
         self._seq = 0x85
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Fault modes, each fired once then cleared: "drop-after-import" runs an import's SQL on `ingest`, then
+        # closes the connection without an answer (the client cannot know the import happened).
+        self.faults: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -420,6 +427,9 @@ class FakeD1Server:
             if upload is None or upload["data"] is None or upload["etag"] != body.get("etag"):
                 raise ApiError(400, 7400, "The uploaded file could not be found or its etag does not match")
             db.import_job = self._run_import(db, upload["data"])
+            if "drop-after-import" in self.faults:
+                self.faults.discard("drop-after-import")
+                raise DropConnection
             return {
                 "success": True,
                 "type": "import",
@@ -614,6 +624,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._api(url.path.removeprefix(API_PREFIX), query, body if isinstance(body, dict) else {})
         except ApiError as exc:
             self._envelope(exc.status, errors=[{"code": exc.code, "message": exc.message}])
+        except DropConnection:
+            self.close_connection = True
         except Exception as exc:  # a bug in the fake: answer like an API outage rather than hang wrangler
             self._envelope(500, errors=[{"code": 10001, "message": f"fake server error: {exc!r}"}])
             raise
