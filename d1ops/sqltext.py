@@ -185,7 +185,8 @@ def multi_row(
         length = utf8_len(item) + 2
         if fixed + length > max_bytes:
             raise StatementTooLarge(
-                f"{what} number {position} is {utf8_len(item):,} bytes as SQL: with the statement around it, "
+                f"{what} number {position} ({_preview(item)}) is {utf8_len(item):,} bytes as SQL: with the "
+                "statement around it, "
                 f"it exceeds D1's limit of {D1_STATEMENT_BYTES:,} bytes per statement. Store values this large "
                 "in R2 (or split them) and keep a reference in D1."
             )
@@ -196,6 +197,10 @@ def multi_row(
         size += length
     if chunk:
         yield head + ",\n".join(chunk) + tail
+
+
+def _preview(item: str, limit: int = 40) -> str:
+    return item if len(item) <= limit else item[: limit - 1] + "…"
 
 
 def insert_statements(
