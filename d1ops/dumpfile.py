@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from d1ops.schema import ORDINARY_TABLES_QUERY, DatabaseSchema, read_schema_sqlite, table_shape
-from d1ops.sqltext import StatementTooLarge, ident, insert_statements, iter_statements, multi_row, quote
+from d1ops.sqltext import ident, insert_statements, iter_statements, multi_row, quote
 
 SQL_DUMP = "dump.sql"
 SCHEMA_FILE = "schema.sql"
@@ -49,10 +49,7 @@ def write_compact_dump(dump: Path, out: TextIO) -> None:
             out.writelines(s.strip("\n") + "\n" for s in group)
             continue
         values = (_SINGLE_INSERT.match(s.strip()).group(2) for s in group)  # type: ignore[union-attr]
-        try:
-            out.writelines(multi_row(f"INSERT INTO {table} VALUES", ";\n", values, what="row"))
-        except StatementTooLarge as exc:
-            raise StatementTooLarge(f"Table {table}: {exc.message}") from None
+        out.writelines(multi_row(f"INSERT INTO {table} VALUES", ";\n", values, what=f"table {table}: row"))
 
 
 def restore_order(statements: Iterable[str]) -> Iterator[str]:

@@ -209,7 +209,10 @@ def insert_statements(
     """Multi-row `INSERT INTO table (columns) VALUES …` statements, each within D1's statement limit."""
     cols = f" ({', '.join(ident(c) for c in columns)})" if columns else ""
     yield from multi_row(
-        f"INSERT INTO {ident(table)}{cols} VALUES\n", tail, (row_values(r) for r in rows), what=f"a row of {table}"
+        f"INSERT INTO {ident(table)}{cols} VALUES\n",
+        tail,
+        (row_values(r) for r in rows),
+        what=f"table {ident(table)}: row",
     )
 
 
