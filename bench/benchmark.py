@@ -102,28 +102,46 @@ def bench_status_all(tmp: Path, rows: list[list[str]]) -> None:
         ]
     )
     seconds, rss, out = d1ops(root, "status", "--all", "--json")
-    rows.append(["one wrangler execute (reference)", f"{one:.2f}", "1", "-"])
-    rows.append(["three wrangler executes in a row (reference)", f"{three:.2f}", "3", "-"])
-    rows.append(["d1ops status --all (3 envs, concurrent)", f"{seconds:.2f}", processes(out), str(rss)])
+    rows.append(["one wrangler execute (reference)", f"{one:.2f}", "1", "-", "-"])
+    rows.append(["three wrangler executes in a row (reference)", f"{three:.2f}", "3", "-", "-"])
+    rows.append(["d1ops status --all (3 envs, concurrent)", f"{seconds:.2f}", processes(out), str(rss), "-"])
     seconds, rss, out = d1ops(root, "status", "--json")
-    rows.append(["d1ops status (1 env)", f"{seconds:.2f}", processes(out), str(rss)])
+    rows.append(["d1ops status (1 env)", f"{seconds:.2f}", processes(out), str(rss), "-"])
 
 
 def bench_migrate(tmp: Path, rows: list[list[str]], count: int = 50) -> None:
-    ours, theirs = project(tmp, "many"), project(tmp, "many-wrangler")
-    for root in (ours, theirs):
-        for path in (root / "migrations").glob("*.sql"):
-            path.unlink()
-        for i in range(1, count + 1):
-            (root / "migrations" / f"{i:04d}_t{i}.sql").write_text(
-                f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, v TEXT);\n"
-            )
-    seconds, rss, out = d1ops(ours, "migrate", "dev", "--json")
-    rows.append([f"d1ops migrate: {count} migrations, one batch", f"{seconds:.2f}", processes(out), str(rss)])
-    t = timed(lambda: wrangler(theirs, "d1", "migrations", "apply", "DB", "--local"))
-    rows.append([f"wrangler d1 migrations apply: {count} migrations", f"{t:.2f}", str(count + 2), "-"])
-    seconds, rss, out = d1ops(ours, "migrate", "dev", "--json")
-    rows.append(["d1ops migrate: nothing to apply", f"{seconds:.2f}", processes(out), str(rss)])
+    for holding in (False, True):
+        suffix = "-holding" if holding else ""
+        ours, theirs = project(tmp, f"many{suffix}"), project(tmp, f"many-wrangler{suffix}")
+        for root in (ours, theirs):
+            for path in (root / "migrations").glob("*.sql"):
+                path.unlink()
+            if holding:  # a table with rows: d1ops takes (and verifies) a real backup before applying
+                wrangler(
+                    root, "d1", "execute", "DB", "--local", "--command",
+                    "CREATE TABLE data (id INTEGER PRIMARY KEY, v TEXT); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL "
+                    "SELECT i + 1 FROM c WHERE i < 10000) INSERT INTO data SELECT i, 'value ' || i FROM c",
+                )  # fmt: skip
+            for i in range(1, count + 1):
+                (root / "migrations" / f"{i:04d}_t{i}.sql").write_text(
+                    f"CREATE TABLE t{i} (id INTEGER PRIMARY KEY, v TEXT);\n"
+                )
+        seconds, rss, out = d1ops(ours, "migrate", "dev", "--json")
+        t = timed(lambda root=theirs: wrangler(root, "d1", "migrations", "apply", "DB", "--local"))  # type: ignore[misc]
+        if holding:
+            backup = json.loads(out).get("backup") or {}
+            assert backup.get("verified"), out
+            what = f"d1ops migrate: {count} migrations on a database holding a table (10,000 rows), verified backup"
+            rows.append([what, f"{seconds:.2f}", processes(out), str(rss), f"{seconds / t:.2f}x wrangler apply"])
+            rows.append([f"wrangler d1 migrations apply: {count} migrations, same database", f"{t:.2f}",
+                         str(count + 2), "-", "reference"])  # fmt: skip
+        else:
+            rows.append([f"d1ops migrate: {count} migrations, one batch (empty database: no backup)",
+                         f"{seconds:.2f}", processes(out), str(rss), f"{seconds / t:.2f}x wrangler apply"])  # fmt: skip
+            rows.append([f"wrangler d1 migrations apply: {count} migrations", f"{t:.2f}", str(count + 2), "-",
+                         "reference"])  # fmt: skip
+            seconds, rss, out = d1ops(ours, "migrate", "dev", "--json")
+            rows.append(["d1ops migrate: nothing to apply", f"{seconds:.2f}", processes(out), str(rss), "-"])
 
 
 def bench_backup(tmp: Path, rows: list[list[str]], count: int) -> None:
@@ -135,15 +153,20 @@ def bench_backup(tmp: Path, rows: list[list[str]], count: int) -> None:
         f"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {count}) "
         "INSERT INTO big SELECT i, 'row number ' || i, i * 0.5 FROM c",
     )  # fmt: skip
-    for level in ("quick", "full"):
+    export = ["d1", "export", "DB", "--local", "--table", "big", "--output", str(tmp / "bare.sql")]
+    bare = timed(lambda: wrangler(root, *export))
+    rows.append([f"wrangler d1 export --table big ({count:,} rows, reference)", f"{bare:.2f}", "1", "-", "1.00x"])
+    for level, target in (("quick", "target <= 1.5x"), ("full", "target <= 3x")):
         seconds, rss, out = d1ops(root, "backup", "big", "--verify", level, "--json")
         summary = json.loads(out)
         assert summary["verified"] and summary["tables"]["big"] == count, summary
         size = summary["files"][0]["size"] // (1 << 20)
-        rows.append([f"d1ops backup big ({count:,} rows, {size} MiB), verify {level}", f"{seconds:.2f}",
-                     "3" if level == "quick" else "5", str(rss)])  # fmt: skip
+        what = f"d1ops backup big ({count:,} rows, {size} MiB), verify {level}"
+        ratio = f"{seconds / bare:.2f}x export ({target})"
+        rows.append([what, f"{seconds:.2f}", "2" if level == "quick" else "4", str(rss), ratio])
     seconds, rss, out = d1ops(root, "backup", "big", "--format", "json", "--json")
-    rows.append([f"d1ops backup big --format json ({count:,} rows)", f"{seconds:.2f}", "3", str(rss)])
+    rows.append([f"d1ops backup big --format json ({count:,} rows)", f"{seconds:.2f}", "2", str(rss),
+                 f"{seconds / bare:.2f}x export"])  # fmt: skip
 
 
 def main() -> None:
@@ -161,7 +184,7 @@ def main() -> None:
             bench_migrate(Path(tmp), rows)
         if args.only in (None, "backup"):
             bench_backup(Path(tmp), rows, args.rows)
-    headers = ["what", "seconds", "wrangler processes", "d1ops peak RSS (MB)"]
+    headers = ["what", "seconds", "wrangler processes", "d1ops peak RSS (MB)", "ratio"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print(f"d1ops benchmark on {os.cpu_count()} cores")
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))

@@ -11,18 +11,20 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from d1ops import __version__
 from d1ops.catalog import write_manifest
 from d1ops.config import Environment
-from d1ops.dumpfile import SCHEMA_FILE, SQL_DUMP, load_dump, write_table_json
+from d1ops.dumpfile import SCHEMA_FILE, SQL_DUMP, complete_from_schema, dump_sqlite, load_dump, write_table_json
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
 from d1ops.files import make_private_dir, utc_now, utc_stamp
 from d1ops.migrations import sha256_file
 from d1ops.project import Project
-from d1ops.schema import DatabaseSchema, check_tables, count_rows, read_schema
+from d1ops.schema import DatabaseSchema, check_tables, read_schema
+from d1ops.sqltext import StatementTooLarge, ident
 from d1ops.tracking import LOCK_TABLE, TRACKING_TABLES
 from d1ops.verify import BackupResult, verify_backup
 
@@ -54,59 +56,81 @@ def take_backup(
     stamp = utc_stamp()
     try:
         schema = schema or read_schema(project.wrangler, env)
-        whole = tables is None
-        if tables is None:
-            selected = [t for t in schema.tables if t != LOCK_TABLE]
-            if not [t for t in selected if t not in TRACKING_TABLES]:
-                return None
-        else:
-            check_tables(schema, tables, env)
-            selected = list(dict.fromkeys(tables))
-        counts = count_rows(project.wrangler, env, selected)
     except WranglerError as exc:
         raise BackupFailed(f"Backup of {env.name} failed reading the database: {exc.detail}") from exc
+    whole = tables is None
+    if tables is None:
+        selected = [t for t in schema.tables if t != LOCK_TABLE]
+        if not [t for t in selected if t not in TRACKING_TABLES]:
+            return None
+    else:
+        check_tables(schema, tables, env)
+        selected = list(dict.fromkeys(tables))
     final = project.config.backups_dir / env.name / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
     clean_dead_partials(final.parent)
-    try:
-        make_private_dir(partial)
-        files = _write_dump(project, env, partial, selected, whole and not schema.virtual_tables, fmt, schema)
-        manifest: dict[str, Any] = {
-            "env": env.name,
-            "database": project.config.database,
-            "database_name": env.binding.database_name,
-            "target": env.target,
-            "format": fmt,
-            "label": label,
-            "whole_database": whole,
-            "tables": [{"name": t, "rows": counts[t]} for t in selected],
-            "not_backed_up": sorted(set(schema.virtual_tables) | set(schema.shadow_tables)) if whole else [],
-            "schema": schema.ddl_for(selected),
-            "files": [_file_entry(partial / f) for f in files],
-            "migration_head": head,
-            "bookmark": bookmark,
-            "wrangler_version": project.wrangler.version(),
-            "d1ops_version": __version__,
-            "started_at": started,
-            "finished_at": None,
-            "verified": False,
-            "verify_level": None,
-        }
-        write_manifest(partial, manifest)
-        os.replace(partial, final)
-    except (D1OpsError, OSError) as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(exc, UsageError):
+    with tempfile.TemporaryDirectory(prefix="d1ops-backup-") as tmp:
+        try:
+            make_private_dir(partial)
+            dumped = _write_dump(project, env, partial, selected, schema, whole, fmt, Path(tmp))
+            manifest: dict[str, Any] = {
+                "env": env.name,
+                "database": project.config.database,
+                "database_name": env.binding.database_name,
+                "target": env.target,
+                "format": fmt,
+                "label": label,
+                "whole_database": whole,
+                # Counted in the dump itself: a consistent snapshot, whatever the app wrote around it.
+                "tables": [{"name": t, "rows": dumped.counts.get(t, 0)} for t in selected],
+                "virtual_tables": dumped.virtual,
+                "sqlite_sequence": dumped.sequence,
+                "left_out": schema.left_out() if whole else [],
+                "schema": schema.restore_ddl() if whole else schema.ddl_for(selected),
+                "files": [_file_entry(partial / f) for f in dumped.files],
+                "live_rows": None,
+                "live_rows_note": LIVE_ROWS_NOTE,
+                "migration_head": head,
+                "bookmark": bookmark,
+                "wrangler_version": project.wrangler.version(),
+                "d1ops_version": __version__,
+                "started_at": started,
+                "finished_at": None,
+                "verified": False,
+                "verify_level": None,
+            }
+            write_manifest(partial, manifest)
+            os.replace(partial, final)
+        except (D1OpsError, OSError, sqlite3.Error, ValueError, UnicodeDecodeError) as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(exc, UsageError):
+                raise
+            raise BackupFailed(
+                f"Backup of {env.name} failed: {_detail(exc, partial)}. No backup was kept. "
+                + (
+                    "Fix the data named above, then retry."
+                    if isinstance(exc, StatementTooLarge)
+                    else f"Check that {project.config.backups_dir} is writable and has space, then retry."
+                )
+            ) from exc
+        except BaseException:  # Ctrl-C: no half backup left behind either
+            shutil.rmtree(partial, ignore_errors=True)
             raise
-        detail = exc.message if isinstance(exc, D1OpsError) else f"{exc.strerror or exc} ({exc.filename or partial})"
-        raise BackupFailed(
-            f"Backup of {env.name} failed: {detail}. No backup was kept. "
-            f"Check that {project.config.backups_dir} is writable and has space, then retry."
-        ) from exc
-    except BaseException:  # Ctrl-C: no half backup left behind either
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return verify_backup(project, final, level=verify or "quick", record=True)
+        return verify_backup(project, final, level=verify or "quick", record=True, loaded=dumped.loaded)
+
+
+LIVE_ROWS_NOTE = (
+    "not recorded: the row counts above are the dump's own (a consistent snapshot); counting the live database "
+    "would cost another wrangler process and would not match a database the app keeps writing to"
+)
+
+
+def _detail(exc: BaseException, partial: Path) -> str:
+    if isinstance(exc, D1OpsError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({exc.filename or partial})"
+    return f"the export does not load into SQLite ({exc})"
 
 
 def clean_dead_partials(folder: Path) -> list[Path]:
@@ -143,36 +167,90 @@ def _file_entry(path: Path) -> dict[str, Any]:
     return {"name": path.name, "sha256": sha256_file(path), "size": path.stat().st_size}
 
 
+@dataclass
+class Dumped:
+    files: list[str]  # written into the backup folder
+    counts: dict[str, int]  # rows per ordinary table, counted in the dump
+    virtual: list[dict[str, Any]]  # virtual tables: name, content (rows | rebuild | none), rows
+    sequence: list[list[Any]]  # sqlite_sequence as in the dump
+    loaded: Path | None  # the dump loaded into SQLite, when it is exactly the backup's dump.sql
+
+
 def _write_dump(
     project: Project,
     env: Environment,
     folder: Path,
     tables: list[str],
-    whole_export: bool,
-    fmt: str,
     schema: DatabaseSchema,
-) -> list[str]:
-    """Export through wrangler into `folder`; returns the names of the files written."""
-    dump = folder / SQL_DUMP
-    export_sql(project, env, dump, tables=tables, whole=whole_export)
-    if fmt == "sql":
-        return [SQL_DUMP]
-    # JSON: rows of each table streamed out of the dump loaded into a temporary SQLite database.
-    names = []
-    with tempfile.TemporaryDirectory(prefix="d1ops-json-") as tmp:
-        db = Path(tmp) / "load.sqlite"
+    whole: bool,
+    fmt: str,
+    tmp: Path,
+) -> Dumped:
+    """Export through wrangler into `folder` (one process), load the export into SQLite and count it there.
+
+    `whole`: a whole-database backup. When wrangler refuses to export it whole (virtual tables), the ordinary
+    tables, `sqlite_sequence` and each regular FTS5 table's content are exported by name, and the rest of the
+    schema is added from `schema`'s exact SQL; `dump.sql` is then written by d1ops, in restore order.
+    """
+    dump, db = folder / SQL_DUMP, tmp / "load.sqlite"
+    fallback = whole and bool(schema.virtual_tables)
+    if whole and not fallback:
+        export_sql(project, env, dump, tables=tables, whole=True)
+    else:
+        export_sql(project, env, dump, tables=tables + (_fallback_extras(schema) if whole else []), whole=False)
+    try:
         load_dump(dump, db)
-        conn = sqlite3.connect(db)
-        try:
-            for table in tables:
-                name = f"{table}.json"
-                write_table_json(conn, table, folder / name)
-                names.append(name)
-        finally:
-            conn.close()
-    (folder / SCHEMA_FILE).write_text(";\n".join(schema.ddl_for(tables)) + ";\n", encoding="utf-8")
+    except (sqlite3.Error, ValueError, UnicodeDecodeError):
+        if fallback or fmt != "sql":
+            raise
+        # Kept, with no rows counted: its verification reports why it does not load, and it stays unverified.
+        return Dumped([SQL_DUMP], {}, [], [], None)
+    if fallback:
+        complete_from_schema(db, schema)
+        with dump.open("w", encoding="utf-8") as out:
+            dump_sqlite(db, out)
+    virtual: list[dict[str, Any]] = (
+        [{"name": v, "content": schema.fts_content(v)} for v in schema.virtual_tables] if whole else []
+    )
+    conn = sqlite3.connect(db)
+    try:
+        present = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        counts = {t: _count(conn, t) for t in tables if t in present}
+        for entry in virtual:
+            entry["rows"] = _count(conn, entry["name"]) if entry["content"] != "none" else None
+        sequence = (
+            [list(r) for r in conn.execute("SELECT name, seq FROM sqlite_sequence")]
+            if whole and ("sqlite_sequence" in present)
+            else []
+        )
+        if fmt == "sql":
+            return Dumped([SQL_DUMP], counts, virtual, sequence, None if fallback else db)
+        # JSON: the rows of each table (and of each regular FTS5 table, rowids included) streamed out of SQLite.
+        names = []
+        for table in tables:
+            write_table_json(conn, table, folder / f"{table}.json")
+            names.append(f"{table}.json")
+        for entry in virtual:
+            if entry["content"] == "rows":
+                write_table_json(conn, entry["name"], folder / f"{entry['name']}.json", with_rowid=True)
+                names.append(f"{entry['name']}.json")
+    finally:
+        conn.close()
+    ddl = schema.restore_ddl() if whole else schema.ddl_for(tables)
+    (folder / SCHEMA_FILE).write_text(";\n".join(ddl) + ";\n", encoding="utf-8")
     dump.unlink()
-    return [*names, SCHEMA_FILE]
+    return Dumped([*names, SCHEMA_FILE], counts, virtual, sequence, None)
+
+
+def _fallback_extras(schema: DatabaseSchema) -> list[str]:
+    """What a per-table export of a whole database adds to its tables: sqlite_sequence, FTS5 content."""
+    autoincrement = any("AUTOINCREMENT" in (o.sql or "").upper() for o in schema.of_type("table"))
+    content = [f"{v}_content" for v in schema.virtual_tables if schema.fts_content(v) == "rows"]
+    return (["sqlite_sequence"] if autoincrement else []) + content
+
+
+def _count(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {ident(table)}").fetchone()[0])
 
 
 def export_sql(project: Project, env: Environment, output: Path, *, tables: list[str], whole: bool) -> None:

@@ -11,11 +11,11 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from d1ops.schema import ORDINARY_TABLES_QUERY, read_schema_sqlite, table_shape
+from d1ops.schema import ORDINARY_TABLES_QUERY, DatabaseSchema, read_schema_sqlite, table_shape
 from d1ops.sqltext import ident, insert_statements, iter_statements, multi_row, quote
 
 SQL_DUMP = "dump.sql"
@@ -44,12 +44,30 @@ def write_compact_dump(dump: Path, out: TextIO) -> None:
     The same rows and statements otherwise; wrangler's local `execute --file` costs ~1 ms and more per
     statement (100,000 one-row INSERTs: 110 s; the same rows 200 per statement: 2.5 s, measured here).
     """
-    for table, group in itertools.groupby(dump_statements(dump), key=_insert_table):
+    for table, group in itertools.groupby(restore_order(dump_statements(dump)), key=_insert_table):
         if table is None:
             out.writelines(s.strip("\n") + "\n" for s in group)
             continue
         values = (_SINGLE_INSERT.match(s.strip()).group(2) for s in group)  # type: ignore[union-attr]
-        out.writelines(multi_row(f"INSERT INTO {table} VALUES", ";\n", values, what=f"a row of {table}"))
+        out.writelines(multi_row(f"INSERT INTO {table} VALUES", ";\n", values, what=f"table {table}: row"))
+
+
+def restore_order(statements: Iterable[str]) -> Iterator[str]:
+    """The statements of a dump with every CREATE TRIGGER moved to the end.
+
+    wrangler's export writes triggers before views (an INSTEAD OF trigger then names a view not created yet),
+    and a trigger created before rows are loaded would fire on them. Triggers are few: buffering them is cheap.
+    """
+    triggers = []
+    for statement in statements:
+        if statement.startswith("INSERT") or not _CREATE_TRIGGER.match(statement):
+            yield statement
+        else:
+            triggers.append(statement)
+    yield from triggers
+
+
+_CREATE_TRIGGER = re.compile(r"\s*CREATE\s+(TEMP\w*\s+)?TRIGGER\b", re.IGNORECASE)
 
 
 def load_dump(dump: Path, db: Path) -> None:
@@ -59,7 +77,7 @@ def load_dump(dump: Path, db: Path) -> None:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN")
-        for statement in dump_statements(dump):
+        for statement in restore_order(dump_statements(dump)):
             conn.execute(statement)
         conn.execute("COMMIT")
     finally:
@@ -78,29 +96,89 @@ def load_backup(folder: Path, manifest: dict[str, Any], db: Path) -> None:
         for statement in (s for s in schema if is_create_table(s)):
             conn.execute(statement)
         for table in manifest["tables"]:
-            name = table["name"]
-            for row in iter_json_rows(folder / f"{name}.json"):
-                columns = ", ".join(ident(c) for c in row)
-                marks = ", ".join("?" for _ in row)
-                conn.execute(f"INSERT INTO {ident(name)} ({columns}) VALUES ({marks})", list(row.values()))
-        for statement in schema:  # indexes and triggers after the rows: triggers must not fire on a load
-            if not is_create_table(statement):
-                conn.execute(statement)
+            _insert_json_rows(conn, table["name"], folder / f"{table['name']}.json")
+        sequence = manifest.get("sqlite_sequence") or []
+        if sequence:
+            conn.execute("DELETE FROM sqlite_sequence")
+            conn.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", sequence)
+        rest = [s for s in schema if not is_create_table(s)]
+        for statement in (s for s in rest if not _CREATE_TRIGGER.match(s)):  # after the rows: no trigger fires
+            conn.execute(statement)
+        for virtual in manifest.get("virtual_tables") or []:
+            name = virtual["name"]
+            if virtual.get("content") == "rows":
+                _insert_json_rows(conn, name, folder / f"{name}.json")
+            elif virtual.get("content") == "rebuild":
+                conn.execute(rebuild_sql(name))
+        for statement in (s for s in rest if _CREATE_TRIGGER.match(s)):
+            conn.execute(statement)
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def _insert_json_rows(conn: sqlite3.Connection, table: str, path: Path) -> None:
+    for row in iter_json_rows(path):
+        columns = ", ".join(ident(c) for c in row)
+        marks = ", ".join("?" for _ in row)
+        conn.execute(f"INSERT INTO {ident(table)} ({columns}) VALUES ({marks})", list(row.values()))
 
 
 def is_create_table(statement: str) -> bool:
     return statement.lstrip().upper().startswith("CREATE TABLE")
 
 
+def rebuild_sql(virtual: str) -> str:
+    return f"INSERT INTO {ident(virtual)}({ident(virtual)}) VALUES('rebuild');\n"
+
+
+def virtual_columns(conn: sqlite3.Connection, virtual: str) -> list[str]:
+    return [str(r[1]) for r in conn.execute(f"PRAGMA table_info({ident(virtual)})")]
+
+
+def complete_from_schema(db: Path, schema: DatabaseSchema) -> None:
+    """Make a database loaded from a per-table export whole: the export held the ordinary tables, their rows,
+    `sqlite_sequence` and each regular FTS5 table's `<vt>_content` rows; add the virtual tables with their
+    content, then the indexes, views and triggers, each with its exact SQL from `schema`."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        present = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for name in schema.virtual_tables:
+            kind = schema.fts_content(name)
+            content = f"{name}_content"
+            if kind == "rows" and content in present:
+                conn.execute(f"ALTER TABLE {ident(content)} RENAME TO _d1ops_fts_content")
+            conn.execute(_sql_of(schema, name))
+            if kind == "rebuild":
+                conn.execute(rebuild_sql(name))
+            elif kind == "rows" and content in present:
+                columns = virtual_columns(conn, name)
+                stored = ", ".join(f"c{i}" for i in range(len(columns)))
+                targets = ", ".join(ident(c) for c in ["rowid", *columns])
+                conn.execute(f"INSERT INTO {ident(name)} ({targets}) SELECT id, {stored} FROM _d1ops_fts_content")
+                conn.execute("DROP TABLE _d1ops_fts_content")
+        for kind in ("index", "view", "trigger"):
+            for o in schema.of_type(kind):
+                if o.sql:
+                    conn.execute(o.sql)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def _sql_of(schema: DatabaseSchema, name: str) -> str:
+    return next(str(o.sql) for o in schema.objects if o.name == name)
+
+
 def dump_sqlite(db: Path, out: TextIO) -> None:
     """Write an SQLite database as SQL D1 accepts, in an order that restores it whole.
 
     Ordinary tables first, then their rows (multi-row INSERTs within D1's statement limit), `sqlite_sequence`,
-    indexes, virtual tables, views, and triggers last, so that no trigger fires on a restored row and no
-    foreign key names a table not created yet. Streamed; quoted and non-ASCII names are fine.
+    indexes, virtual tables (a regular FTS5 table with its rows, an external-content one rebuilt from its
+    content table), views, and triggers last, so that no trigger fires on a restored row and no foreign key
+    names a table not created yet. FTS5 shadow tables are never written: CREATE VIRTUAL TABLE makes them.
+    Streamed; quoted and non-ASCII names are fine.
     """
     conn = sqlite3.connect(db)
     try:
@@ -122,7 +200,17 @@ def dump_sqlite(db: Path, out: TextIO) -> None:
                 names = ", ".join(quote(str(r[0])) for r in sequence)
                 out.write(f"DELETE FROM sqlite_sequence WHERE name IN ({names});\n")
                 out.writelines(insert_statements("sqlite_sequence", ["name", "seq"], sequence))
-        for kind in ("index", "view", "trigger"):
+        out.writelines(f"{o.sql};\n" for o in schema.of_type("index") if o.sql)
+        for name in schema.virtual_tables:
+            out.write(f"{by_name[name].sql};\n")
+            kind = schema.fts_content(name)
+            if kind == "rebuild":
+                out.write(rebuild_sql(name))
+            elif kind == "rows":
+                columns = virtual_columns(conn, name)
+                rows = conn.execute(f"SELECT rowid, {', '.join(ident(c) for c in columns)} FROM {ident(name)}")
+                out.writelines(insert_statements(name, ["rowid", *columns], rows))
+        for kind in ("view", "trigger"):
             out.writelines(f"{o.sql};\n" for o in schema.of_type(kind) if o.sql)
     finally:
         conn.close()
@@ -139,12 +227,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def write_table_json(conn: sqlite3.Connection, table: str, path: Path) -> int:
-    """A JSON array of row objects, one row per line, streamed from SQLite (never all rows in memory)."""
+def write_table_json(conn: sqlite3.Connection, table: str, path: Path, *, with_rowid: bool = False) -> int:
+    """A JSON array of row objects, one row per line, streamed from SQLite (never all rows in memory).
+
+    `with_rowid`: the rowid first, as "rowid" (a regular FTS5 table, whose rowids are its identity)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     count = 0
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        cursor = conn.execute(f"SELECT * FROM {ident(table)}")
+        cursor = conn.execute(f"SELECT {'rowid AS rowid, ' if with_rowid else ''}* FROM {ident(table)}")
         columns = [d[0] for d in cursor.description]
         out.write("[")
         for row in cursor:

@@ -4,6 +4,7 @@ they imply (parents before children; the tables a cascade can reach)."""
 from __future__ import annotations
 
 import difflib
+import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +33,22 @@ ORDINARY_TABLES_QUERY = (
 )
 SCHEMA_READ = f"{SCHEMA_QUERY};\n{FOREIGN_KEY_QUERY};"
 """The statements that read a schema: run them alone, or appended to another batch (the lock)."""
+
+
+FTS5_SHADOWS = ("data", "idx", "content", "docsize", "config")
+_FTS5 = re.compile(r"^\s*CREATE\s+VIRTUAL\s+TABLE\s.*?\bUSING\s+fts5\s*\(", re.IGNORECASE | re.DOTALL)
+_CONTENTLESS = re.compile(r"\bcontent\s*=\s*(''|\"\")", re.IGNORECASE)
+
+
+def fts_content(sql: str, *, has_content_table: bool) -> str:
+    """How the content of a virtual table is kept: `rows` (a regular FTS5 table: its rows are copied),
+    `rebuild` (external-content FTS5: rebuilt from its content table after that table's rows), or `none`
+    (contentless FTS5, fts5vocab: nothing to copy; the CREATE alone recreates it)."""
+    if not _FTS5.match(sql):
+        return "none"
+    if has_content_table:
+        return "rows"
+    return "none" if _CONTENTLESS.search(sql) else "rebuild"
 
 
 @dataclass(frozen=True)
@@ -65,8 +82,14 @@ class DatabaseSchema:
 
     @property
     def shadow_tables(self) -> list[str]:
-        prefixes = tuple(f"{v}_" for v in self.virtual_tables)
-        return [o.name for o in self.objects if o.type == "table" and prefixes and o.name.startswith(prefixes)]
+        """The tables FTS5 keeps for its virtual tables (`<vt>_data`, `_idx`, `_content`, `_docsize`, `_config`)."""
+        shadows = {f"{v}_{s}".lower() for v in self.virtual_tables for s in FTS5_SHADOWS}
+        return [o.name for o in self.objects if o.type == "table" and o.name.lower() in shadows]
+
+    def fts_content(self, virtual: str) -> str:
+        """How a virtual table's content is backed up: see `fts_content`."""
+        sql = next((o.sql or "" for o in self.objects if o.name == virtual), "")
+        return fts_content(sql, has_content_table=f"{virtual}_content".lower() in lower(self.shadow_tables))
 
     @property
     def tables(self) -> list[str]:
@@ -76,6 +99,29 @@ class DatabaseSchema:
 
     def of_type(self, kind: str) -> list[SchemaObject]:
         return [o for o in self.objects if o.type == kind]
+
+    def restore_ddl(self) -> list[str]:
+        """Every object's CREATE, in an order that restores the whole database: ordinary tables, indexes,
+        virtual tables, views, triggers (FTS5 shadow tables left out: CREATE VIRTUAL TABLE makes them)."""
+        virtual, shadow = set(self.virtual_tables), set(self.shadow_tables)
+        ordered = [o for o in self.objects if o.type == "table" and o.name not in virtual | shadow]
+        ordered += self.of_type("index")
+        ordered += [o for o in self.objects if o.name in virtual]
+        ordered += self.of_type("view") + self.of_type("trigger")
+        return [o.sql for o in ordered if o.sql]
+
+    def left_out(self) -> list[dict[str, str]]:
+        """What a whole-database backup holds no rows of, and why."""
+        out = [
+            {"name": t, "reason": "FTS5 shadow table: recreated by its CREATE VIRTUAL TABLE"}
+            for t in self.shadow_tables
+        ]
+        for name in self.virtual_tables:
+            if self.fts_content(name) == "none":
+                out.append(
+                    {"name": name, "reason": "no content of its own (contentless FTS5 or fts5vocab): recreated empty"}
+                )
+        return out
 
     def ddl_for(self, tables: list[str]) -> list[str]:
         """CREATE statements of these tables, then their indexes and triggers."""

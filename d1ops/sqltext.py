@@ -185,7 +185,8 @@ def multi_row(
         length = utf8_len(item) + 2
         if fixed + length > max_bytes:
             raise StatementTooLarge(
-                f"{what} number {position} is {utf8_len(item):,} bytes as SQL: with the statement around it, "
+                f"{what} number {position} ({_preview(item)}) is {utf8_len(item):,} bytes as SQL: with the "
+                "statement around it, "
                 f"it exceeds D1's limit of {D1_STATEMENT_BYTES:,} bytes per statement. Store values this large "
                 "in R2 (or split them) and keep a reference in D1."
             )
@@ -198,13 +199,20 @@ def multi_row(
         yield head + ",\n".join(chunk) + tail
 
 
+def _preview(item: str, limit: int = 40) -> str:
+    return item if len(item) <= limit else item[: limit - 1] + "…"
+
+
 def insert_statements(
     table: str, columns: Sequence[str] | None, rows: Iterable[Sequence[Any]], *, tail: str = ";\n"
 ) -> Iterator[str]:
     """Multi-row `INSERT INTO table (columns) VALUES …` statements, each within D1's statement limit."""
     cols = f" ({', '.join(ident(c) for c in columns)})" if columns else ""
     yield from multi_row(
-        f"INSERT INTO {ident(table)}{cols} VALUES\n", tail, (row_values(r) for r in rows), what=f"a row of {table}"
+        f"INSERT INTO {ident(table)}{cols} VALUES\n",
+        tail,
+        (row_values(r) for r in rows),
+        what=f"table {ident(table)}: row",
     )
 
 

@@ -23,7 +23,7 @@ from d1ops.errors import BackupFailed, ContentionError, WranglerError
 from d1ops.files import utc_now
 from d1ops.project import Project
 from d1ops.scratch import ScratchD1
-from d1ops.sqltext import ident
+from d1ops.sqltext import StatementTooLarge, ident
 
 LEVELS = ("quick", "full")
 
@@ -52,15 +52,18 @@ class _Unfinished(Exception):
     """The check could not run to the end (not a verdict on the backup)."""
 
 
-def verify_backup(project: Project, folder: Path, *, level: str = "quick", record: bool = True) -> BackupResult:
+def verify_backup(
+    project: Project, folder: Path, *, level: str = "quick", record: bool = True, loaded: Path | None = None
+) -> BackupResult:
     """Check a backup at `level`; with `record`, write the verdict into its manifest.
 
+    `loaded`: the backup's dump already loaded into SQLite by the run that just wrote it (not loaded again).
     A check that could not finish raises BackupFailed and leaves the manifest untouched. A passing `quick`
     keeps a recorded `full`.
     """
     manifest = read_manifest(folder)
     try:
-        problem = _problem(project, folder, manifest, level)
+        problem = _problem(project, folder, manifest, level, loaded)
     except _Unfinished as exc:
         raise BackupFailed(
             f"Verification of {folder} could not finish: {exc}. The manifest was left as it was; run "
@@ -86,50 +89,73 @@ def verify_backup(project: Project, folder: Path, *, level: str = "quick", recor
     return BackupResult(folder, manifest, verified, reached if verified else None, problem)
 
 
-def _problem(project: Project, folder: Path, manifest: dict[str, Any], level: str) -> str | None:
+def _problem(project: Project, folder: Path, manifest: dict[str, Any], level: str, loaded: Path | None) -> str | None:
     if not manifest["files"]:
         return "the manifest lists no files: it vouches for nothing"
+    unlisted = sorted(set(_required_files(manifest)) - {str(f.get("name")) for f in manifest["files"]})
+    if unlisted:
+        return f"the manifest does not vouch for {', '.join(unlisted)} (no checksum listed)"
     problems = checksum_problems(folder, manifest)
     if problems:
         return "; ".join(problems)
-    expected = {t["name"]: int(t["rows"]) for t in manifest["tables"]}
+    expected = expected_rows(manifest)
     with tempfile.TemporaryDirectory(prefix="d1ops-verify-") as tmp:
-        db = Path(tmp) / "verify.sqlite"
-        try:
-            load_backup(folder, manifest, db)
-        except (sqlite3.Error, ValueError, OSError, UnicodeDecodeError) as exc:
-            return f"the dump does not load into SQLite: {exc}"
+        db = loaded or Path(tmp) / "verify.sqlite"
+        if loaded is None:
+            try:
+                load_backup(folder, manifest, db)
+            except (sqlite3.Error, ValueError, OSError, UnicodeDecodeError) as exc:
+                return f"the dump does not load into SQLite: {exc}"
         conn = sqlite3.connect(db)
         try:
-            loaded = {}
+            counted = {}
             for name in expected:
                 try:
-                    loaded[name] = conn.execute(f"SELECT count(*) FROM {ident(name)}").fetchone()[0]
+                    counted[name] = conn.execute(f"SELECT count(*) FROM {ident(name)}").fetchone()[0]
                 except sqlite3.Error as exc:
                     return f"table {name} is not in the dump ({exc})"
         finally:
             conn.close()
         wrong = [
-            f"{t}: {loaded[t]} rows in the dump, {n} in the manifest" for t, n in expected.items() if loaded[t] != n
+            f"{t}: {counted[t]} rows in the dump, {n} in the manifest" for t, n in expected.items() if counted[t] != n
         ]
         if wrong:
             return "row counts differ: " + "; ".join(wrong)
         if level == "full":
-            return _problem_in_scratch_d1(project, folder, manifest, expected, Path(tmp))
+            return _problem_in_scratch_d1(project, folder, manifest, expected, db, Path(tmp))
     return None
 
 
+def expected_rows(manifest: dict[str, Any]) -> dict[str, int]:
+    """Rows per table the manifest vouches for: ordinary tables, and FTS5 tables that hold content."""
+    expected = {str(t["name"]): int(t["rows"]) for t in manifest["tables"]}
+    for virtual in manifest.get("virtual_tables") or []:
+        if virtual.get("rows") is not None:
+            expected[str(virtual["name"])] = int(virtual["rows"])
+    return expected
+
+
+def _required_files(manifest: dict[str, Any]) -> list[str]:
+    if manifest.get("format", "sql") == "sql":
+        return [SQL_DUMP]
+    virtual = [v["name"] for v in manifest.get("virtual_tables") or [] if v.get("content") == "rows"]
+    return [f"{name}.json" for name in [*(t["name"] for t in manifest["tables"]), *virtual]]
+
+
 def _problem_in_scratch_d1(
-    project: Project, folder: Path, manifest: dict[str, Any], expected: dict[str, int], tmp: Path
+    project: Project, folder: Path, manifest: dict[str, Any], expected: dict[str, int], db: Path, tmp: Path
 ) -> str | None:
     """Load the backup into a scratch local D1 and count the rows there."""
     scratch = ScratchD1(project.wrangler, tmp / "scratch")
     source = tmp / "compact.sql"
-    with source.open("w", encoding="utf-8") as out:
-        if manifest.get("format", "sql") == "sql":
-            write_compact_dump(folder / SQL_DUMP, out)
-        else:
-            dump_sqlite(tmp / "verify.sqlite", out)
+    try:
+        with source.open("w", encoding="utf-8") as out:
+            if manifest.get("format", "sql") == "sql":
+                write_compact_dump(folder / SQL_DUMP, out)
+            else:
+                dump_sqlite(db, out)
+    except StatementTooLarge as exc:
+        return f"D1 cannot load it: {exc.message}"
     try:
         scratch.run_file(source)
     except WranglerError as exc:

@@ -267,3 +267,46 @@ def test_compact_dump_joins_one_row_inserts_and_keeps_every_value(tmp_path: Path
     a, b = (sqlite3.connect(tmp_path / f"{n}.sqlite") for n in "ab")
     assert a.execute("SELECT * FROM t ORDER BY id").fetchall() == b.execute("SELECT * FROM t ORDER BY id").fetchall()
     assert b.execute("SELECT count(*) FROM u").fetchone() == (1,)
+
+
+def test_verification_never_loses_a_good_backup(proj: Proj, monkeypatch: pytest.MonkeyPatch) -> None:
+    from d1ops.errors import ContentionError
+
+    folder = Path(json.loads(proj.run("backup", "users", "--verify", "full", "--json").stdout)["path"])
+    manifest_path = folder / "manifest.json"
+    recorded = manifest_path.read_bytes()
+    assert json.loads(recorded)["verify_level"] == "full"
+
+    # A re-verification that cannot finish (contention, a timeout) is no verdict: the manifest stays as it was.
+    real_execute = Wrangler.execute
+    for fault in (
+        ContentionError(["wrangler"], 1, "database is locked: SQLITE_BUSY"),
+        WranglerError(["wrangler"], None, "wrangler did not finish within 600 s"),
+    ):
+
+        def execute(self: Wrangler, env, *, file=None, fault=fault, **kwargs):  # type: ignore[no-untyped-def]
+            if file is not None:
+                raise fault
+            return real_execute(self, env, file=file, **kwargs)
+
+        monkeypatch.setattr(Wrangler, "execute", execute)
+        result = proj.run("backups", "verify", str(folder), "--full")
+        assert result.exit_code == 1
+        assert "could not finish" in result.output and "The manifest was left as it was" in result.output
+        assert manifest_path.read_bytes() == recorded
+    monkeypatch.undo()
+
+    # quick never downgrades a full that still holds
+    quick = proj.run("backups", "verify", str(folder))
+    assert quick.exit_code == 0 and "verified (full)" in quick.output
+    assert json.loads(manifest_path.read_text())["verify_level"] == "full"
+
+    # a manifest must list the files it vouches for
+    other = [{"name": "other.sql", "sha256": "0", "size": 0}]
+    for files, problem in (([], "lists no files"), (other, "does not vouch for dump.sql")):
+        manifest = json.loads(recorded)
+        manifest["files"] = files
+        manifest_path.write_text(json.dumps(manifest))
+        result = proj.run("backups", "verify", str(folder))
+        assert result.exit_code == 1 and problem in result.output
+        assert json.loads(manifest_path.read_text())["verified"] is False

@@ -88,9 +88,9 @@ def test_restore_users_in_place_leaves_referencing_rows_untouched(proj: Proj) ->
         }
     ]
     assert report["dependents"] == []
-    # lock, schema + foreign keys, pre-restore backup (schema, count, export), count of rows referencing
-    # the deleted user 5 (none), the batch
-    assert report["wrangler_processes"] == 7
+    # lock, schema + foreign keys, pre-restore backup (schema, export: rows counted in the dump), count of
+    # rows referencing the deleted user 5 (none), the batch
+    assert report["wrangler_processes"] == 6
     pre = Path(report["pre_restore_backup"])
     assert json.loads((pre / "manifest.json").read_text())["tables"] == [{"name": "users", "rows": 4}]
     assert json.loads(Path(report["report_path"]).read_text())["command"] == "restore"
@@ -215,7 +215,8 @@ def test_whole_database_restore_round_trip(proj: Proj, fmt: str) -> None:
     assert report["mode"] == "database"
     assert report["dropped_tables"] == ["tags"]
     assert {t["name"]: (t["rows"], t["rows_before"]) for t in report["tables"]}["sessions"] == (3, 0)
-    assert report["wrangler_processes"] == 6  # lock, schema, pre-restore backup (3), the batch
+    # lock + state + schema, the pre-restore backup's export (rows counted in the dump), the batch
+    assert report["wrangler_processes"] == 3
     assert lock_rows(proj) == []
 
 

@@ -9,16 +9,20 @@ from typing import Any, TextIO
 
 from d1ops.config import Environment
 from d1ops.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
+from d1ops.errors import RestoreFailed
 from d1ops.pipeline import Run
 from d1ops.plans.restore import RestoreChange, RestoreResult
 from d1ops.project import Project
-from d1ops.schema import ORDINARY_TABLES_QUERY, DatabaseSchema, count_rows, lower, read_schema
-from d1ops.sqltext import ident
+from d1ops.schema import DatabaseSchema, count_rows, lower, read_schema, read_schema_sqlite
+from d1ops.sqltext import StatementTooLarge, ident
 from d1ops.tablediff import TableRestore
 from d1ops.tracking import LOCK_TABLE, lease_guard_sql
 
 
 def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, always: bool) -> None:
+    """A backup that holds no virtual tables (some tables; an old whole backup) leaves the live ones as they are."""
+    if manifest.get("whole_database") and "virtual_tables" in manifest:
+        return  # a whole backup written by this d1ops holds every virtual table (and the restore recreates them)
     skipped = sorted(set(schema.virtual_tables) | set(manifest.get("not_backed_up") or []))
     if skipped and (always or schema.virtual_tables):
         fts = schema.virtual_tables[0] if schema.virtual_tables else "fts"
@@ -42,14 +46,17 @@ class DatabaseRestore(RestoreChange):
         self.folder, self.manifest, self.source_db = folder, manifest, source_db
 
     def read(self, run: Run) -> None:
-        if not run.dry_run:
-            run.lock_and_read()
-        self.schema = read_schema(run.wrangler, self.env)
+        if run.dry_run:
+            self.schema = read_schema(run.wrangler, self.env)
+            return
+        run.lock_and_read(with_schema=True)
+        assert run.schema is not None
+        self.schema = run.schema
 
     def plan(self, run: Run) -> bool:
         result, schema = self.result, self.schema
         with closing(sqlite3.connect(self.source_db)) as conn:
-            self.kept = [str(r[0]) for r in conn.execute(ORDINARY_TABLES_QUERY)]
+            self.kept = read_schema_sqlite(conn).tables
             views = lower(str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'"))
         result.tables = [TableRestore(str(t["name"]), int(t["rows"])) for t in self.manifest["tables"]]
         result.dropped_tables = [t for t in schema.tables if t.lower() not in lower(self.kept) and t != LOCK_TABLE]
@@ -78,17 +85,28 @@ class DatabaseRestore(RestoreChange):
         if run.safety_backup is not None:
             self._note_rows_before({str(t["name"]): int(t["rows"]) for t in run.safety_backup.manifest["tables"]})
         batch = run.work / "restore.sql"
+        try:
+            self._write_batch(batch, run.owner)
+        except StatementTooLarge as exc:
+            raise RestoreFailed(
+                f"Cannot restore {self.env.name} from {self.folder}: {exc.message} Nothing was restored."
+            ) from None
+        self.run_batch(run, batch)  # the lock table was dropped and replaced: the lock is gone with the batch
+
+    def _write_batch(self, batch: Path, owner: str) -> None:
         with batch.open("w", encoding="utf-8") as out:
-            out.write(lease_guard_sql(run.owner))  # before the lock table is dropped with the others
+            out.write(lease_guard_sql(owner))  # before the lock table is dropped with the others
             out.write("PRAGMA defer_foreign_keys=TRUE;\n")
+            # Views, then virtual tables (their shadow tables go with them), then tables (their indexes and
+            # triggers go with them): the backup recreates every object it holds.
             for view in self.schema.of_type("view"):
                 out.write(f"DROP VIEW IF EXISTS {ident(view.name)};\n")
-            for table in self.schema.tables:
+            virtual = self.schema.virtual_tables if "virtual_tables" in self.manifest else []  # old backups: kept
+            for table in [*virtual, *self.schema.tables]:
                 out.write(f"DROP TABLE IF EXISTS {ident(table)};\n")
             self._write_dump(out)
             if LOCK_TABLE in self.kept:  # the dump's lock table holds the lock of the run that took it, or none
                 out.write(f"\nDELETE FROM {LOCK_TABLE};\n")
-        self.run_batch(run, batch)  # the lock table was dropped and replaced: the lock is gone with the batch
 
     def _write_dump(self, out: TextIO) -> None:
         """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""
