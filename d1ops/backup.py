@@ -65,7 +65,7 @@ def take_backup(
         counts = count_rows(project.wrangler, env, selected)
     except WranglerError as exc:
         raise BackupFailed(f"Backup of {env.name} failed reading the database: {exc.detail}") from exc
-    final = project.config.backups_dir / env.name / f"{stamp}-{_safe_label(label)}"
+    final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.partial")
     try:
         make_private_dir(partial)

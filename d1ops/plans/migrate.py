@@ -165,9 +165,11 @@ class MigrateChange(Change):
         return self.plan_.describe()
 
     def on_dry_run(self, run: Run) -> None:
+        config = self.project.config
         if run.report.plan and self.env.backup != "skip":
             run.report.backup = {
-                "would_take": f"{self.project.config.backups_dir.name}/{self.env.name}/<UTC time>-{self.command}",
+                "would_take": f"{config.env_dir(self.env.name).relative_to(config.backups_dir.parent)}/"
+                f"<UTC time>-{self.command}",
                 "required": self.env.backup == "required",
                 "verify": self.env.verify,
             }
