@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from d1ops.config import Environment
+from d1ops.credentials import require_for_gate
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.migrations import MigrationFile, MigrationSet
 from d1ops.pipeline import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
@@ -146,6 +147,7 @@ class MigrateChange(Change):
         all at once."""
         config = self.project.config
         envs = list(config.environments[: config.env_names.index(self.env.name) + 1])
+        require_for_gate(self.command, self.env, envs)
         locked = {self.env.name: lambda: run.lock_and_read(with_schema=True)}
         self.states = read_states(run.wrangler, envs, readers=locked)
 
