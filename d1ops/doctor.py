@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ from d1ops.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.errors import D1OpsError
 from d1ops.migrations import discover_migrations
 from d1ops.tracking import read_state
-from d1ops.wrangler import Wrangler, find_wrangler, node_version
+from d1ops.wrangler import Runner, Wrangler, find_wrangler
 from d1ops.wrangler_config import PLACEHOLDER_ID
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -85,7 +87,7 @@ def _check_wrangler(root: Path, configs: list[Config], checks: list[Check]) -> W
     except D1OpsError as exc:
         checks.append(Check("wrangler", FAIL, exc.message, "run `npm ci` (or `npm i -D wrangler@4`)"))
         wrangler = None
-    node = node_version()
+    node = node_version(root)
     if node is None:
         checks.append(Check("node", FAIL, "node not found on PATH", "install Node.js 20 or newer"))
     elif int(node.split(".")[0]) < NODE_MAJOR:
@@ -93,6 +95,19 @@ def _check_wrangler(root: Path, configs: list[Config], checks: list[Check]) -> W
     else:
         checks.append(Check("node", OK, f"node {node}"))
     return wrangler
+
+
+def node_version(root: Path) -> str | None:
+    """The version of the `node` on PATH (the one wrangler's `#!/usr/bin/env node` runs), through the one seam."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    try:
+        out = Runner(root, root / "wrangler.toml", binary=node).run(["--version"], timeout=30)
+    except D1OpsError:
+        return None
+    match = re.search(r"(\d+\.\d+\.\d+)", out)
+    return match.group(1) if match else None
 
 
 def _check_bindings(config: Config, checks: list[Check]) -> None:

@@ -421,15 +421,3 @@ def _version_from_package(binary: str) -> str | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-def node_version() -> str | None:
-    """The version of the `node` on PATH (the one wrangler's `#!/usr/bin/env node` runs), or None: for doctor."""
-    node = shutil.which("node")
-    if node is None:
-        return None
-    try:
-        out = sh.Command(node)("--version", _timeout=30, _in=None)
-    except (sh.ErrorReturnCode, sh.TimeoutException, sh.CommandNotFound, OSError):
-        return None
-    return str(out).strip().lstrip("v") or None

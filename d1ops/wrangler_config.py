@@ -142,6 +142,14 @@ def entry_snippet(path: Path, wrangler_env: str | None, binding: str) -> str:
     return f'"d1_databases": [ {entry} ]'
 
 
+def _add_sentence(path: Path, wrangler_env: str | None, binding: str) -> str:
+    if path.suffix == ".toml":
+        table = f"env.{wrangler_env}.d1_databases" if wrangler_env else "d1_databases"
+        return f'Add a [[{table}]] entry with binding = "{binding}".'
+    where = f'"env" → "{wrangler_env}" → "d1_databases"' if wrangler_env else '"d1_databases"'
+    return f'Add an entry with "binding": "{binding}" to {where}.'
+
+
 def describe_entries(entries: list[D1Entry]) -> str:
     """ "DB (top level), DB (env.production)" — what the config holds, for error messages."""
     if not entries:
@@ -188,6 +196,6 @@ def resolve_binding(
         f"environments.yaml: environment '{env_name}': database '{database}' has no d1_databases entry in "
         f"{place} of {wrangler_path.name}{suggest(database, here)}. Bindings found: {describe_entries(entries)}. "
         f"wrangler does not inherit d1_databases into [env.X], and remotely it would look '{database}' up as a "
-        f"database name. Add this to {wrangler_path.name} (or name the right binding in environments.yaml):\n"
-        f"{entry_snippet(wrangler_path, wrangler_env, database)}"
+        f"database name. {_add_sentence(wrangler_path, wrangler_env, database)} (or name the right binding in "
+        f"environments.yaml). In {wrangler_path.name}:\n{entry_snippet(wrangler_path, wrangler_env, database)}"
     )
