@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from d1ops.config import Config, load_configs
-from d1ops.credentials import NO_CREDENTIALS, credentials_source
+from d1ops.credentials import credentials_source
 from d1ops.errors import D1OpsError
 from d1ops.migrations import discover_migrations
 from d1ops.tracking import read_state
@@ -197,7 +197,7 @@ def _check_credentials(configs: list[Config], wrangler: Wrangler | None, checks:
             Check(
                 "credentials",
                 WARN,
-                f"{NO_CREDENTIALS}: {names} cannot be reached from here",
+                f"no credentials: {names} cannot be reached from here",
                 "set CLOUDFLARE_API_TOKEN and CLOUDFLARE_ACCOUNT_ID, or run `wrangler login`",
             )
         )
