@@ -12,7 +12,9 @@ from click.testing import CliRunner
 
 from d1ops.cli import cli
 from d1ops.config import load_configs
+from d1ops.errors import ConfigError
 from d1ops.init import init_project
+from d1ops.migrations import discover_migrations
 from tests.conftest import REPO, Proj
 
 JSONC_NO_ENV = """\
@@ -182,3 +184,15 @@ def test_init_adds_backups_to_gitignore_once_and_refuses_without_a_wrangler_conf
     code, out = _run(empty, "init")
     assert code == 2
     assert "No wrangler.json, wrangler.jsonc or wrangler.toml in" in out
+
+
+def test_baseline_and_duplicate_errors_suggest_the_fix(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for name in ("0001_init.sql", "0002_a.sql", "0002_b.sql"):
+        (folder / name).write_text("SELECT 1;\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="0001_init is not a file in migrations/. Did you mean '0001_init.sql'?"):
+        discover_migrations(folder, "0001_init")
+    duplicate = [f for f in discover_migrations(folder).errors if f.file == "0002_b.sql"]
+    assert "do not rename them (wrangler tracks them by name): set `baseline: 0002_b.sql`" in duplicate[0].message
+    assert not discover_migrations(folder, "0002_b.sql").errors
