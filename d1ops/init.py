@@ -110,6 +110,15 @@ def init_project(root: Path, *, force: bool = False, top_level: str | None = Non
     )
 
 
+def top_level_looks_like_production(root: Path) -> str | None:
+    """The top-level database's name when it looks like production (init then asks), else None."""
+    path = find_wrangler_config(root)
+    if path is None:
+        return None
+    top = [e for e in d1_entries(read_wrangler_config(path)) if e.wrangler_env is None]
+    return next((str(e.database_name) for e in top if _is_production(e.database_name or "")), None)
+
+
 def _header(wrangler_path: Path) -> str:
     return (
         f"# Written by `d1ops init` from {wrangler_path.name}. The order of `environments` is the promotion order.\n"

@@ -36,6 +36,10 @@ def init(ctx: click.Context, force: bool, top_level: str | None) -> None:
     """Write environments.yaml from this Workers project's wrangler config (wrangler.json, .jsonc or .toml)."""
     config = ctx.obj.get("config")
     root = Path(config).resolve().parent if config else Path.cwd()
+    looks = init_mod.top_level_looks_like_production(root) if top_level is None and sys.stdin.isatty() else None
+    if looks:
+        asked = click.confirm(f"The top-level database {looks} looks like production. Is it?", default=True, err=True)
+        top_level = "production" if asked else "dev"
     result = init_mod.init_project(root, force=force, top_level=top_level)
     click.echo(f"Wrote {result.path.name} from {result.wrangler_config.name}:")
     click.echo(result.text.rstrip("\n"))
