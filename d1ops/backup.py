@@ -66,7 +66,7 @@ def take_backup(
     else:
         check_tables(schema, tables, env)
         selected = list(dict.fromkeys(tables))
-    final = project.config.backups_dir / env.name / f"{stamp}-{_safe_label(label)}"
+    final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
     clean_dead_partials(final.parent)
     with tempfile.TemporaryDirectory(prefix="d1ops-backup-") as tmp:

@@ -1,7 +1,9 @@
 """The backup catalogue: manifests, what is on disk (list), what may go (prune), and finding one backup.
 
 Layout: `backups/<env>/<UTC time>-<label>/` holds the dump and `manifest.json`; `backups/<env>/reports/` holds
-the run reports. A folder whose name starts with `.` is a backup being written (or one a killed run left).
+the run reports. With several databases (`databases:` in environments.yaml) each has its own folder one level down,
+`backups/<env>/<database>/`, so list, prune and find work per database and never touch another's backups.
+A folder whose name starts with `.` is a backup being written (or one a killed run left).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def checksum_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
 @dataclass(frozen=True)
 class BackupEntry:
     env: str
+    database: str
     path: Path
     name: str
     label: str
@@ -70,6 +73,7 @@ class BackupEntry:
     def to_dict(self) -> dict[str, Any]:
         return {
             "env": self.env,
+            "database": self.database,
             "path": str(self.path),
             "name": self.name,
             "label": self.label,
@@ -84,12 +88,11 @@ class BackupEntry:
 
 
 def list_backups(project: Project, env_name: str | None = None) -> list[BackupEntry]:
-    """Backups on disk, newest first; hidden (partial) folders and reports are not backups."""
-    root = project.config.backups_dir
+    """This database's backups on disk, newest first; hidden (partial) folders and reports are not backups."""
     envs = [env_name] if env_name else project.config.env_names
     entries = []
     for name in envs:
-        folder = root / name
+        folder = project.config.env_dir(name)
         if not folder.is_dir():
             continue
         for child in folder.iterdir():
@@ -102,6 +105,7 @@ def list_backups(project: Project, env_name: str | None = None) -> list[BackupEn
             entries.append(
                 BackupEntry(
                     env=name,
+                    database=str(manifest.get("database") or project.config.database),
                     path=child,
                     name=child.name,
                     label=str(manifest.get("label", "")),
@@ -119,7 +123,8 @@ def list_backups(project: Project, env_name: str | None = None) -> list[BackupEn
 
 
 def prune_backups(project: Project, env_name: str, keep: int, *, dry_run: bool = False) -> list[BackupEntry]:
-    """Delete all but the newest `keep` backups of an environment; the newest verified one is always kept."""
+    """Delete all but the newest `keep` backups of this database in an environment; the newest verified one is
+    always kept. Another database's backups are never looked at."""
     if keep < 1:
         raise UsageError("--keep must be at least 1.")
     project.config.env(env_name)
@@ -147,7 +152,7 @@ def resolve_backup(project: Project, spec: str) -> Path:
 
 def run_reports(project: Project, env_name: str) -> list[dict[str, Any]]:
     """The run reports filed for an environment, oldest first (unreadable ones skipped)."""
-    folder = project.config.backups_dir / env_name / REPORTS
+    folder = project.config.env_dir(env_name) / REPORTS
     reports = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:

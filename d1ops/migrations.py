@@ -11,6 +11,7 @@ Rollback files: `down/NNNN_name.sql` (wrangler reads only the folder's top level
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import math
@@ -164,9 +165,11 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
             findings.append(Finding("warning", shown, f"is a rollback file for {down_for}, which does not exist."))
 
     if baseline is not None and baseline not in entries:
+        close = [n for n in names if n == baseline + ".sql"] or difflib.get_close_matches(baseline, names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(
-            f"environments.yaml: key 'baseline': {baseline} is not a file in {directory.name}/. "
-            "Set it to the newest migration of the adopted history, or null."
+            f"environments.yaml: key 'baseline': {baseline} is not a file in {directory.name}/.{hint} "
+            "Set it to the newest migration of the adopted history (its full file name), or null."
         )
     judged = files[names.index(baseline) + 1 :] if baseline else files
     findings.extend(_judge_names(judged, files[: len(files) - len(judged)]))
@@ -225,7 +228,13 @@ def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> li
         assert m.number is not None
         if m.number in seen:
             findings.append(
-                Finding("error", m.name, f"shares number {m.number:04d} with another migration. Renumber it.")
+                Finding(
+                    "error",
+                    m.name,
+                    f"shares number {m.number:04d} with another migration. If both are already applied somewhere, "
+                    f"do not rename them (wrangler tracks them by name): set `baseline: {m.name}` (or newer) in "
+                    "environments.yaml so lint judges only what follows; if it is new, renumber it.",
+                )
             )
         elif previous is not None and m.number > previous + 1:
             findings.append(

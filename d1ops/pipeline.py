@@ -386,9 +386,9 @@ def finish(project: Project, report: RunReport, start: int) -> RunReport:
 
 
 def write_report(project: Project, report: RunReport) -> Path:
-    """The one report writer: backups/<env>/reports/<time>-<id>-<command>.json, and a copy in the run's backup
-    folder. Names are unique even for two runs in the same millisecond."""
-    path = project.config.backups_dir / report.env / REPORTS / f"{unique_stamp()}-{report.command}.json"
+    """The one report writer: backups/<env>/[<database>/]reports/<time>-<id>-<command>.json, and a copy in the
+    run's backup folder. Names are unique even for two runs in the same millisecond."""
+    path = project.config.env_dir(report.env) / REPORTS / f"{unique_stamp()}-{report.command}.json"
     report.report_path = str(path)
     text = mask_secrets(json.dumps(report.to_dict(), indent=2, default=str)) + "\n"  # error: redacted already
     backup = (report.backup or {}).get("path")

@@ -1,4 +1,4 @@
-"""A project: its config and the wrangler that serves it, opened once per command."""
+"""A project: the config of one of its databases and the wrangler that serves it, opened once per command."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from d1ops.config import Config, load_config
+from d1ops.config import Config, load_config, load_configs, pick_database
 from d1ops.migrations import MigrationSet, discover_migrations
 from d1ops.wrangler import Wrangler
 
@@ -20,6 +20,20 @@ class Project:
         return discover_migrations(self.config.migrations_dir, self.config.baseline)
 
 
-def open_project(config_path: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Project:
-    config = load_config(config_path, cwd)
+def open_project(
+    config_path: str | os.PathLike[str] | None = None, *, cwd: Path | None = None, database: str | None = None
+) -> Project:
+    """The project as seen by one database (default: the only one, or the first)."""
+    config = load_config(config_path, cwd, database=database)
     return Project(config=config, wrangler=Wrangler(config.root, config.wrangler_config))
+
+
+def open_projects(
+    config_path: str | os.PathLike[str] | None = None, *, cwd: Path | None = None, database: str | None = None
+) -> list[Project]:
+    """One Project per database (just `database` when given), sharing one Wrangler (one process count)."""
+    configs = load_configs(config_path, cwd)
+    if database is not None:
+        configs = [pick_database(configs, database)]
+    wrangler = Wrangler(configs[0].root, configs[0].wrangler_config)
+    return [Project(config=config, wrangler=wrangler) for config in configs]

@@ -80,7 +80,7 @@ def write_database_id(project: Project, env: Environment, uuid: str) -> None:
     # re-read to prove the file still parses and the binding resolves to the new id; else put the file back
     try:
         config = read_wrangler_config(path)
-        written = resolve_binding(config, path, project.config.database, env.wrangler_env, env.name).database_id
+        written = resolve_binding(config, path, env.binding.binding, env.wrangler_env, env.name).database_id
     except ConfigError:
         written = None
     if written != uuid:

@@ -40,6 +40,7 @@ def test_every_change_goes_through_the_run() -> None:
     assert {n for n in where(r"\.wrangler\.execute\(") if n.startswith("cli/")} == set()
     changes = {n for n in where(r"class \w+\((Change|RestoreChange)\)")}
     assert changes == {
+        "plans/adopt.py",
         "plans/execute.py",
         "plans/migrate.py",
         "plans/restore.py",

@@ -20,8 +20,8 @@ import click
 
 from d1ops import about, pipeline
 from d1ops.config import Environment
-from d1ops.errors import D1OpsError, GateRefused
-from d1ops.project import open_project
+from d1ops.errors import D1OpsError, GateRefused, UsageError
+from d1ops.project import open_projects
 from d1ops.render import text_table
 from d1ops.wrangler import redact
 from d1ops.wrangler_output import mask_secrets
@@ -44,15 +44,49 @@ yes_option = click.option(
 )
 
 
+# Commands that act on every database of the project unless --db names one; the others need --db when there are
+# several.
+EVERY_DATABASE = {"migrate", "promote", "status", "rollback", "backup", "backups list", "backups prune", "lint"}
+db_option = click.option(
+    "--db",
+    "database",
+    metavar="NAME",
+    help="The database to act on, when environments.yaml names several (default: all of them for migrate, "
+    "promote, status, rollback, backup, backups list/prune, lint).",
+)
+
+
 def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Open the project (config + wrangler) from the group's --config and pass it first."""
+    """Open the project (config + wrangler) from the group's --config and pass it first; adds --db NAME.
+
+    With several databases, commands in EVERY_DATABASE run once per database (stopping at the first error);
+    the others refuse without --db."""
 
     @click.pass_context
     @functools.wraps(func)
-    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
-        return func(open_project(ctx.obj.get("config")), *args, **kwargs)
+    def wrapper(ctx: click.Context, *args: Any, database: str | None = None, **kwargs: Any) -> Any:
+        projects = open_projects(ctx.obj.get("config"), database=database)
+        if len(projects) == 1:
+            return func(projects[0], *args, **kwargs)
+        command = " ".join(ctx.command_path.split()[1:])
+        names = ", ".join(p.config.database for p in projects)
+        if command not in EVERY_DATABASE:
+            raise UsageError(f"This project has several databases ({names}): say which with `--db NAME`.")
+        worst = 0
+        for project in projects:
+            if not kwargs.get("as_json"):
+                click.echo(f"== database {project.config.database} ==")
+            try:
+                func(project, *args, **kwargs)
+            except SystemExit as exc:  # status, lint: the verdict after every database was shown
+                if not isinstance(exc.code, int):
+                    raise
+                worst = max(worst, exc.code)
+        if worst:
+            sys.exit(worst)
+        return None
 
-    return wrapper
+    return db_option(wrapper)
 
 
 class D1OpsGroup(click.Group):

@@ -203,8 +203,11 @@ def backups_list(project: Project, env: str | None, as_json: bool) -> None:
         return
     click.echo(
         table(
-            ["ENV", "NAME", "TABLES", "ROWS", "SIZE", "VERIFIED"],
-            [[e.env, e.name, ",".join(e.tables)[:40], e.rows, size(e.size), e.verify_level or "no"] for e in entries],
+            ["ENV", "DATABASE", "NAME", "TABLES", "ROWS", "SIZE", "VERIFIED"],
+            [
+                [e.env, e.database, e.name, ",".join(e.tables)[:40], e.rows, size(e.size), e.verify_level or "no"]
+                for e in entries
+            ],
         )
     )
 
@@ -219,7 +222,8 @@ def backups_prune(project: Project, env: str | None, keep: int, dry_run: bool) -
     name = project.config.env(env).name
     doomed = catalog.prune_backups(project, name, keep, dry_run=dry_run)
     verb = "Would delete" if dry_run else "Deleted"
-    click.echo(f"{verb} {len(doomed)} backup(s) of {name}." + "".join(f"\n  {e.name}" for e in doomed))
+    listed = "".join(f"\n  {e.name}" for e in doomed)
+    click.echo(f"{verb} {len(doomed)} backup(s) of {project.config.database} in {name}.{listed}")
 
 
 @backups_group.command("verify")

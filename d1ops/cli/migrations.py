@@ -21,7 +21,7 @@ from d1ops.cli.base import (
     want_json,
     yes_option,
 )
-from d1ops.errors import EXIT_PENDING, GateRefused, UsageError
+from d1ops.errors import EXIT_FAILED, EXIT_PENDING, GateRefused, UsageError
 from d1ops.plans import migrate as migrate_plan
 from d1ops.plans import rollback as rollback_plan
 from d1ops.project import Project
@@ -84,7 +84,11 @@ def promote(
 @json_option
 @pass_project
 def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, as_json: bool) -> None:
-    """Show applied, pending, skipped and drifted migrations."""
+    """Show applied, pending, skipped and drifted migrations.
+
+    Exit codes: 0 every environment shown was read; 1 some could not be (no credentials for a remote one, or an
+    error): the others are still shown and the missing ones say why; 3 with --check when something is pending or
+    drifted in the environments read (1 wins: an unread environment cannot be vouched for)."""
     want_json(as_json)
     if all_envs and env:
         raise UsageError("Give an environment or --all, not both.")
@@ -94,6 +98,8 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, a
         emit_json(report.to_dict())
     else:
         _render_status(report)
+    if not report.complete:
+        sys.exit(EXIT_FAILED)
     if check and report.needs_attention:
         if not as_json:
             click.echo("status --check: pending or drifted migrations found.", err=True)
@@ -127,6 +133,9 @@ def _render_status(report: status.StatusReport) -> None:
         ]
         click.echo(table(["MIGRATION", *[e.upper() for e in report.envs]], rows))
     for env in report.envs:
+        if env in report.unavailable:
+            click.echo(f"{env}: {report.unavailable[env]}.")
+            continue
         pending = report.count(status.PENDING, env)
         drifted = report.count(status.DRIFTED, env)
         lock = report.locks.get(env)

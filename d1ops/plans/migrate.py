@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from d1ops.config import Environment
+from d1ops.credentials import require_for_gate
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.migrations import MigrationFile, MigrationSet
 from d1ops.pipeline import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
@@ -148,6 +149,7 @@ class MigrateChange(Change):
         all at once."""
         config = self.project.config
         envs = list(config.environments[: config.env_names.index(self.env.name) + 1])
+        require_for_gate(self.command, self.env, envs)
         locked = {self.env.name: lambda: run.lock_and_read(with_schema=True)}
         self.states = read_states(run.wrangler, envs, readers=locked)
 
@@ -167,9 +169,11 @@ class MigrateChange(Change):
         return self.plan_.describe()
 
     def on_dry_run(self, run: Run) -> None:
+        config = self.project.config
         if run.report.plan and self.env.backup != "skip":
             run.report.backup = {
-                "would_take": f"{self.project.config.backups_dir.name}/{self.env.name}/<UTC time>-{self.command}",
+                "would_take": f"{config.env_dir(self.env.name).relative_to(config.backups_dir.parent)}/"
+                f"<UTC time>-{self.command}",
                 "required": self.env.backup == "required",
                 "verify": self.env.verify,
             }

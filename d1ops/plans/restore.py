@@ -113,6 +113,13 @@ def check_backup(folder: Path, manifest: dict[str, Any], env: Environment, db: P
             f"Backup {folder} does not match its manifest: {'; '.join(problems)}. Nothing was touched. "
             f"Restore another backup (`d1ops backups list {manifest.get('env') or env.name}`)."
         )
+    source_db = str(manifest.get("database") or "")
+    if source_db and env.database and source_db not in (env.database, env.binding.binding, env.binding.database_name):
+        raise UsageError(
+            f"Backup {folder.name} is a backup of database {source_db}, not {env.database}: refusing to restore it "
+            f"into {env.database}. Restore it with `--db {source_db}`, or pick a backup of {env.database} from "
+            f"`d1ops backups list --db {env.database}`."
+        )
     source_env = str(manifest.get("env") or "")
     if source_env != env.name and not from_other_env:
         raise UsageError(

@@ -1,0 +1,105 @@
+"""adopt: a history that fails on an empty database (a column used before the migration that adds it) is recorded
+as it is; afterwards `d1ops status` and `wrangler d1 migrations list` agree and the next migration applies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from d1ops.project import open_project
+from tests.conftest import THREE_LOCAL_WRANGLER, Proj, make_project
+
+ENVIRONMENTS = """\
+database: DB
+wrangler_config: wrangler.toml
+baseline: 0003_add_email.sql
+environments:
+  - name: dev
+    target: local
+  - name: staging
+    target: local
+    wrangler_env: staging
+    protected: true
+"""
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Proj:
+    """0002 indexes a column that 0003 adds: replaying it on an empty database fails, as with plain wrangler.
+    staging (standing in for production) has the schema that history produced there."""
+    proj = make_project(
+        tmp_path / "shop", wrangler=THREE_LOCAL_WRANGLER, environments=ENVIRONMENTS, migrations_from=None
+    )
+    proj.write("migrations/0001_init.sql", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT);\n")
+    proj.write("migrations/0002_email_index.sql", "CREATE INDEX idx_users_email ON users(email);\n")
+    proj.write("migrations/0003_add_email.sql", "ALTER TABLE users ADD COLUMN email TEXT;\n")
+    project = open_project(proj.config)
+    project.wrangler.execute(
+        project.config.env("staging"),
+        command="CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT, email TEXT); "
+        "CREATE INDEX idx_users_email ON users(email); INSERT INTO users(name, email) VALUES ('ada', 'a@x');",
+    )
+    return proj
+
+
+def _users(proj: Proj, env: str) -> int:
+    project = open_project(proj.config)
+    return int(
+        project.wrangler.execute(project.config.env(env), command="SELECT count(*) AS n FROM users")[0].results[0]["n"]
+    )
+
+
+def _wrangler_pending(proj: Proj, env: str) -> list[str]:
+    """What `wrangler d1 migrations list` itself says is unapplied."""
+    project = open_project(proj.config)
+    e = project.config.env(env)
+    out = project.wrangler.run(["d1", "migrations", "list", "DB", *project.wrangler.target_args(e)])
+    return [line.split("│")[1].strip() for line in out.splitlines() if line.count("│") >= 2 and ".sql" in line]
+
+
+def test_adopting_a_history_that_fails_on_an_empty_database(history: Proj) -> None:
+    failed = history.run("migrate", "dev")
+    assert failed.exit_code == 1 and "no such column: email" in failed.output
+
+    refused = history.run("adopt", "staging", "--through", "0003_add_email.sql")
+    assert refused.exit_code == 1 and "staging is protected and there is no terminal" in refused.output
+
+    result = history.run("adopt", "staging", "--through", "0003_add_email.sql", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Recorded 3 migration(s) as applied in staging, without running them:" in result.output
+    assert _users(history, "staging") == 1  # nothing ran, no row lost
+
+    result = history.run("adopt", "dev", "--through", "0003_add_email.sql", "--schema-from", "staging")
+    assert result.exit_code == 0, result.output
+    assert "Schema of staging created first (2 statements)." in result.output
+    assert _users(history, "dev") == 0  # schema only, no rows of staging
+
+    status = history.run("status", "--all", "--check")
+    assert status.exit_code == 0, status.output
+    assert "dev: 3 applied, 0 pending." in status.output and "staging: 3 applied, 0 pending." in status.output
+    assert _wrangler_pending(history, "dev") == []
+    project = open_project(history.config)
+    sql = "SELECT m.name, c.applied_by FROM d1_migrations m JOIN d1ops_migrations c USING (name) ORDER BY m.id"
+    rows = project.wrangler.execute(project.config.env("dev"), command=sql)[0].results
+    assert [r["name"] for r in rows] == ["0001_init.sql", "0002_email_index.sql", "0003_add_email.sql"]
+    assert all(str(r["applied_by"]).startswith("adopted by ") for r in rows)
+
+    history.write("migrations/0004_add_plan.sql", "ALTER TABLE users ADD COLUMN plan TEXT;\n")
+    assert _wrangler_pending(history, "dev") == ["0004_add_plan.sql"]  # wrangler agrees on what is next
+    result = history.run("migrate", "dev")
+    assert result.exit_code == 0, result.output
+    assert "Applied 1 migration(s) to dev" in result.output
+    assert _wrangler_pending(history, "dev") == []
+
+
+def test_adopt_refuses_names_not_on_disk_and_changes_nothing_on_a_dry_run(history: Proj) -> None:
+    result = history.run("adopt", "dev", "--through", "0003_add_email")
+    assert result.exit_code == 2
+    assert "--through 0003_add_email: not a migration in migrations/. Did you mean '0003_add_email.sql'?" in (
+        result.output
+    )
+    result = history.run("adopt", "staging", "--through", "0002_email_index.sql", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Would record 2 migration(s) as applied in staging" in result.output
+    assert "staging: 0 applied, 3 pending." in history.run("status", "staging").output
