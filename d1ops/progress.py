@@ -149,9 +149,10 @@ def _draw() -> None:
 
 def _width() -> int:
     try:
-        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns - 1)
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
     except (OSError, ValueError, AttributeError):
-        return 79
+        columns = 0
+    return max(20, columns - 1) if columns else 79  # a terminal that says 0 columns: assume 80
 
 
 def _ensure_ticker() -> None:

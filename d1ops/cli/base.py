@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
@@ -29,10 +29,14 @@ if TYPE_CHECKING:
     from d1ops.config import Environment
 
 
-def _run_failed() -> type[pipeline.RunFailed]:
-    from d1ops.pipeline import RunFailed  # only when an error is on its way out
+class _NeverRaised(Exception):
+    pass
 
-    return RunFailed
+
+def _run_failed() -> type[pipeline.RunFailed]:
+    """pipeline.RunFailed, without importing the pipeline (--help must not): not loaded, no run failed."""
+    loaded = sys.modules.get("d1ops.pipeline")
+    return loaded.RunFailed if loaded else cast("type[pipeline.RunFailed]", _NeverRaised)
 
 
 # -- shared options ---------------------------------------------------------------------------------------------
