@@ -68,10 +68,10 @@ def _kill_group(cmd: sh.RunningCommand | None) -> None:
         pass
 
 
-def _shown(argv: list[str], env: dict[str, str]) -> list[str]:
-    """The argv as errors show it: `wrangler …`, secrets out, huge arguments cut."""
+def _shown(argv: list[str], env: dict[str, str], *, cut: int = 160) -> list[str]:
+    """The argv as errors show it: `wrangler …`, secrets out, huge arguments cut (-v: whole, to rerun it)."""
     shown = [redact(a, env) for a in ["wrangler", *argv[1:]]]
-    return [a if len(a) <= 160 else a[:150] + f"…({len(a)} chars)" for a in shown]
+    return [a if len(a) <= cut else a[: cut - 10] + f"…({len(a)} chars)" for a in shown]
 
 
 def _timeout_message(limit: float, remote: bool, env: dict[str, str]) -> str:
@@ -170,7 +170,7 @@ class Runner:
         limit = timeout or self.timeout
         options: dict[str, Any] = {"_out": str(out_file)} if out_file else {}
         cmd: sh.RunningCommand | None = None
-        started = progress.wrangler_started(_shown(argv, env))  # the progress line and -v (progress.py)
+        started = progress.wrangler_started(_shown(argv, env, cut=100_000))  # the progress line and -v (progress.py)
         try:
             # Its own process group: wrangler starts node, which starts workerd. A timeout, Ctrl-C or any
             # other interruption of d1ops kills the whole group, so nothing goes on changing a database
@@ -229,7 +229,7 @@ class Runner:
             _kill_group(cmd)
             raise
         finally:
-            progress.wrangler_finished(_shown(argv, env), started)
+            progress.wrangler_finished(_shown(argv, env, cut=100_000), started)
         return "" if out_file else _decode(cmd.stdout)
 
     def version(self) -> str:

@@ -92,9 +92,12 @@ def promote(
         if not as_json:
             _render_rehearsal(rehearsal)
         if not rehearsal.ok:
-            if as_json:
-                emit_json({"rehearsal": rehearsal.to_dict(), "exit_code": 1})
-            raise GateRefused(f"The rehearsal on a copy of {target.name} failed: nothing was promoted.")
+            refused = GateRefused(f"The rehearsal on a copy of {target.name} failed: nothing was promoted.")
+            if as_json:  # one document: the rehearsal and the error (the group would print a second one)
+                emit_json({"rehearsal": rehearsal.to_dict(), "error": refused.message, "exit_code": refused.exit_code})
+                click.echo(f"Error: {refused.message}", err=True)
+                sys.exit(refused.exit_code)
+            raise refused
         to = target.name
     report = migrate_plan.run_promote(
         project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
