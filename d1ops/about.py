@@ -1,5 +1,5 @@
 """What `d1ops --version` says: d1ops's version and the wrangler it drives (read from wrangler's
-package.json, so no process is started)."""
+package.json, so no process is started, and nothing but this and wrangler_locate.py is imported)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ from d1ops.errors import D1OpsError
 
 
 def version_line(cwd: Path) -> str:
-    from d1ops.wrangler import Wrangler, find_wrangler
+    from d1ops.wrangler_locate import find_wrangler, version_from_package
 
     try:
         binary = find_wrangler(cwd)
-        version = Wrangler(cwd, cwd / "wrangler.toml", binary=binary).version()
-        return f"d1ops {__version__}, wrangler {version} ({binary})"
     except D1OpsError as exc:
         return f"d1ops {__version__}, wrangler not found: {exc.message}"
+    version = version_from_package(binary)
+    if version is None:  # not an npm install (a wrapper script?): only then ask it, starting a process
+        from d1ops.wrangler import Wrangler
+
+        try:
+            version = Wrangler(cwd, cwd / "wrangler.toml", binary=binary).version()
+        except D1OpsError as exc:
+            return f"d1ops {__version__}, wrangler at {binary} did not say its version: {exc.message}"
+    return f"d1ops {__version__}, wrangler {version} ({binary})"

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d1ops import __version__
+from d1ops import __version__, progress
 from d1ops.backup import bookmark_restore_command, take_backup
 from d1ops.catalog import REPORTS
 from d1ops.config import Environment
@@ -219,6 +219,7 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
         with tempfile.TemporaryDirectory(prefix="d1ops-run-") as tmp:
             run.work = Path(tmp)
             change.prepare(run)
+            progress.step(f"Reading {env.name}")
             change.read(run)
             pause_point("locked")
             if not change.plan(run) or dry_run:
@@ -230,7 +231,9 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
                 if confirm is None:
                     raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
                 confirm(env, change.describe())
+            progress.step(f"Safety backup of {env.name}")
             take_safety(run, change)
+            progress.step(f"{change.command.capitalize()} on {env.name}")
             pause_point("before-apply")
             applying = True
             try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from d1ops import progress
 from d1ops.dumpfile import SQL_DUMP, dump_sqlite, load_backup, write_compact_dump
 from d1ops.errors import WranglerError
 from d1ops.migrations import MigrationFile
@@ -187,6 +188,7 @@ def rehearse_on(copy: Copy, pending: list[MigrationFile], work: Path) -> list[Re
     who = actor()
     results = [Rehearsed(m.name, "not run") for m in pending]
     for i, (m, outcome) in enumerate(zip(pending, results, strict=True)):
+        progress.step(f"Rehearsing {m.name} on a scratch copy ({i + 1}/{len(pending)})")
         sql = m.read_sql()
         before = copy.scratch.table_counts()
         batch = work / f"rehearse-{i:04d}.sql"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from d1ops import progress
 from d1ops.catalog import checksum_problems, read_manifest, write_manifest
 from d1ops.dumpfile import SQL_DUMP, dump_sqlite, load_backup, write_compact_dump
 from d1ops.errors import BackupFailed, ContentionError, WranglerError
@@ -99,6 +100,7 @@ def _problem(project: Project, folder: Path, manifest: dict[str, Any], level: st
     if problems:
         return "; ".join(problems)
     expected = expected_rows(manifest)
+    progress.step(f"Verifying {folder.name} ({level})")
     with tempfile.TemporaryDirectory(prefix="d1ops-verify-") as tmp:
         db = loaded or Path(tmp) / "verify.sqlite"
         if loaded is None:

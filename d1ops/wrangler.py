@@ -8,10 +8,8 @@ on a prompt), and turns any failure into `WranglerError(argv, exit_code, message
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
-import shutil
 import signal
 import tempfile
 import threading
@@ -21,9 +19,11 @@ from typing import Any
 
 import sh
 
+from d1ops import progress
 from d1ops.config import Environment
 from d1ops.errors import ContentionError, OutcomeUnknown, UsageError, WranglerError, WranglerNotFound
 from d1ops.lifeline import SIGNALLED, supervised
+from d1ops.wrangler_locate import find_wrangler, version_from_package
 from d1ops.wrangler_output import (
     UNREACHABLE,
     Statement,
@@ -50,28 +50,6 @@ QUIET_ENV = {
 }
 
 
-def find_wrangler(root: Path) -> str:
-    """$D1OPS_WRANGLER, then ./node_modules/.bin/wrangler, then wrangler on PATH."""
-    explicit = os.environ.get("D1OPS_WRANGLER")
-    if explicit:
-        if not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
-            raise WranglerNotFound(
-                f"D1OPS_WRANGLER points at {explicit}, which is not an executable file. "
-                "Fix the variable, or unset it to use ./node_modules/.bin/wrangler."
-            )
-        return explicit
-    local = root / "node_modules" / ".bin" / "wrangler"
-    if local.is_file():
-        return str(local)
-    on_path = shutil.which("wrangler")
-    if on_path:
-        return on_path
-    raise WranglerNotFound(
-        "wrangler not found (looked at $D1OPS_WRANGLER, ./node_modules/.bin/wrangler and PATH). "
-        "Install it with `npm ci` (or `make install`) in the project root."
-    )
-
-
 _TRANSIENT_LOCAL = ("SQLITE_BUSY", "database is locked", "The Workers runtime failed to start", "false == true")
 
 
@@ -91,10 +69,10 @@ def _kill_group(cmd: sh.RunningCommand | None) -> None:
         pass
 
 
-def _shown(argv: list[str], env: dict[str, str]) -> list[str]:
-    """The argv as errors show it: `wrangler …`, secrets out, huge arguments cut."""
+def _shown(argv: list[str], env: dict[str, str], *, cut: int = 160) -> list[str]:
+    """The argv as errors show it: `wrangler …`, secrets out, huge arguments cut (-v: whole, to rerun it)."""
     shown = [redact(a, env) for a in ["wrangler", *argv[1:]]]
-    return [a if len(a) <= 160 else a[:150] + f"…({len(a)} chars)" for a in shown]
+    return [a if len(a) <= cut else a[: cut - 10] + f"…({len(a)} chars)" for a in shown]
 
 
 def _timeout_message(limit: float, remote: bool, env: dict[str, str]) -> str:
@@ -192,15 +170,16 @@ class Runner:
         self._counter.add()
         limit = timeout or self.timeout
         options: dict[str, Any] = {"_out": str(out_file)} if out_file else {}
-        started, preexec = supervised(argv)
+        launch, preexec = supervised(argv)
         if preexec is not None:
             options["_preexec_fn"] = preexec
         cmd: sh.RunningCommand | None = None
+        started = progress.wrangler_started(_shown(argv, env, cut=100_000))  # the progress line and -v (progress.py)
         try:
             # Its own process group: a timeout or Ctrl-C kills all of it (node, node, workerd); SIGKILL of d1ops
             # too, through the supervisor (lifeline.py). Nothing goes on changing a database after d1ops stopped.
-            cmd = sh.Command(started[0])(
-                *started[1:],
+            cmd = sh.Command(launch[0])(
+                *launch[1:],
                 _cwd=str(self.root),
                 _env=env,
                 _in="",
@@ -256,12 +235,14 @@ class Runner:
         except BaseException:  # KeyboardInterrupt, SystemExit: stop wrangler with us
             _kill_group(cmd)
             raise
+        finally:
+            progress.wrangler_finished(_shown(argv, env, cut=100_000), started)
         return "" if out_file else _decode(cmd.stdout)
 
     def version(self) -> str:
         """The wrangler version, read from its package.json when possible (no process), else `--version`."""
         if self._version is None:
-            self._version = _version_from_package(self.binary) or self._version_from_process()
+            self._version = version_from_package(self.binary) or self._version_from_process()
         return self._version
 
     def _version_from_process(self) -> str:
@@ -415,16 +396,3 @@ class Wrangler(Runner):
 def _is_remote(args: list[str]) -> bool:
     """Does this wrangler call talk to the Cloudflare API? (Every `d1` command not run with --local.)"""
     return args[:1] == ["d1"] and "--local" not in args
-
-
-def _version_from_package(binary: str) -> str | None:
-    try:
-        real = Path(binary).resolve()
-        for parent in real.parents:
-            package = parent / "package.json"
-            if package.is_file():
-                data = json.loads(package.read_text(encoding="utf-8"))
-                return data.get("version") if data.get("name") == "wrangler" else None
-    except (OSError, ValueError):
-        return None
-    return None

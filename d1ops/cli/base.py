@@ -14,17 +14,33 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
-from d1ops import about, pipeline
-from d1ops.config import Environment
+# Only what --help, --version and completion need is imported here; the core is imported inside the commands
+# (d1ops --help must start in ≤ 0.10 s over a bare Python: see the start-up row of `make bench`).
+from d1ops import about, progress
 from d1ops.errors import D1OpsError, GateRefused, UsageError
-from d1ops.project import open_projects
 from d1ops.render import text_table
-from d1ops.wrangler import redact
-from d1ops.wrangler_output import mask_secrets
+from d1ops.wrangler_output import mask_secrets, redact
+
+if TYPE_CHECKING:
+    from d1ops import pipeline
+    from d1ops.config import Environment
+
+EXIT_INTERRUPTED = 130  # as pipeline.EXIT_INTERRUPTED, without importing the pipeline
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _run_failed() -> type[pipeline.RunFailed]:
+    """pipeline.RunFailed, without importing the pipeline (--help must not): not loaded, no run failed."""
+    loaded = sys.modules.get("d1ops.pipeline")
+    return loaded.RunFailed if loaded else cast("type[pipeline.RunFailed]", _NeverRaised)
+
 
 # -- shared options ---------------------------------------------------------------------------------------------
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout, nothing else.")
@@ -56,6 +72,68 @@ db_option = click.option(
 )
 
 
+def _set_quiet(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    progress.configure(quiet=value)
+
+
+def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    progress.configure(verbose=value)
+
+
+def _output_options() -> list[click.Option]:
+    """-q/-v, accepted by the group and by every command (`d1ops -v migrate dev` = `d1ops migrate dev -v`)."""
+    return [
+        click.Option(
+            ["-q", "--quiet"],
+            is_flag=True,
+            expose_value=False,
+            callback=_set_quiet,
+            help="Print nothing but errors (and --json documents); the exit code tells the rest.",
+        ),
+        click.Option(
+            ["-v", "--verbose"],
+            is_flag=True,
+            expose_value=False,
+            callback=_set_verbose,
+            help="Print each wrangler call (token-free) with its duration and exit code, to rerun it by hand.",
+        ),
+    ]
+
+
+class D1OpsCommand(click.Command):
+    """Every command: -q/-v, and the progress line erased when it ends (whatever way it ends)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_output_options())
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.params.get("as_json"):  # set before the project opens: a config error is JSON too
+            want_json(True)
+        try:
+            return super().invoke(ctx)
+        finally:
+            progress.finish()
+
+
+def say(message: str = "", *, err: bool = False) -> None:
+    """Human output: nothing with --quiet; the progress line erased first."""
+    if progress.settings.quiet:
+        return
+    progress.clear()
+    click.echo(message, err=err)
+
+
+def warn(message: str) -> None:
+    say(style("warning:", "yellow", err=True) + f" {message}", err=True)
+
+
+def style(text: str, fg: str, *, err: bool = False, bold: bool = False) -> str:
+    """Colour only on a terminal and never with NO_COLOR."""
+    stream = sys.stderr if err else sys.stdout
+    return click.style(text, fg=fg, bold=bold) if progress.colour(stream) else text
+
+
 def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
     """Open the project (config + wrangler) from the group's --config and pass it first; adds --db NAME.
 
@@ -65,6 +143,8 @@ def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.pass_context
     @functools.wraps(func)
     def wrapper(ctx: click.Context, *args: Any, database: str | None = None, **kwargs: Any) -> Any:
+        from d1ops.project import open_projects
+
         projects = open_projects(ctx.obj.get("config"), database=database)
         if len(projects) == 1:
             return func(projects[0], *args, **kwargs)
@@ -75,7 +155,7 @@ def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
         worst = 0
         for project in projects:
             if not kwargs.get("as_json"):
-                click.echo(f"== database {project.config.database} ==")
+                say(f"== database {project.config.database} ==")
             try:
                 func(project, *args, **kwargs)
             except SystemExit as exc:  # status, lint: the verdict after every database was shown
@@ -106,18 +186,21 @@ class D1OpsGroup(click.Group):
         except click.ClickException as exc:  # usage: bad option, missing argument, no such file…
             _fail_json(exc.format_message(), exc.exit_code)
         except click.exceptions.Abort:
-            _fail_json("interrupted", pipeline.EXIT_INTERRUPTED)
+            _fail_json("interrupted", EXIT_INTERRUPTED)
         except Exception as exc:  # a bug: still one JSON document; the traceback goes to stderr
             traceback.print_exc()
             _fail_json(f"internal error: {type(exc).__name__}: {exc}", 1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    command_class = D1OpsCommand
+    group_class = type  # `backups` is one too
 
     def invoke(self, ctx: click.Context) -> Any:
         # --json was given: known before the command runs, so a failure opening the project is JSON too.
         ctx.meta["d1ops.json_arg"] = "--json" in [*ctx._protected_args, *ctx.args]
         try:
             return super().invoke(ctx)
-        except pipeline.RunFailed as exc:
+        except _run_failed() as exc:
             if _json_wanted(ctx):
                 emit_json(exc.report.to_dict())
             _fail(exc)
@@ -139,7 +222,8 @@ def _fail_json(message: str, code: int) -> NoReturn:
 
 
 def _fail(exc: D1OpsError) -> NoReturn:
-    click.echo(f"Error: {redact(exc.message)}", err=True)
+    progress.finish()
+    click.echo(f"{style('Error:', 'red', err=True, bold=True)} {redact(exc.message)}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -150,6 +234,7 @@ def emit_json(data: Any) -> None:
 
 def want_json(as_json: bool) -> None:
     click.get_current_context().meta["d1ops.json"] = as_json
+    progress.configure(json=as_json)
 
 
 def confirm_by_typing(yes: bool) -> pipeline.Confirm:
@@ -163,6 +248,7 @@ def confirm_by_typing(yes: bool) -> pipeline.Confirm:
                 f"{env.name} is protected and there is no terminal to confirm on. Review the plan with "
                 f"--dry-run, then run again with --yes (or D1OPS_YES=1) to confirm."
             )
+        progress.clear()
         click.echo(description, err=True)
         typed = click.prompt(f"{env.name} is protected. Type its name to continue", err=True, default="")
         if typed.strip() != env.name:
@@ -177,46 +263,46 @@ table = text_table
 
 def render_run(report: pipeline.RunReport) -> None:
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     head = "Plan (dry run)" if report.dry_run else "Plan"
     if not report.plan:
-        click.echo(f"{report.env}: nothing to apply; {report.env} is up to date.")
+        say(f"{report.env}: nothing to apply; {report.env} is up to date.")
     elif report.dry_run:
-        click.echo(f"{head} for {report.env}: {len(report.plan)} migration(s) would be applied:")
+        say(f"{head} for {report.env}: {len(report.plan)} migration(s) would be applied:")
         for name in report.plan:
-            click.echo(f"  {name}")
+            say(f"  {name}")
     if report.skipped:
-        click.echo(f"Skipped on {report.env} (skip list): {', '.join(report.skipped)}")
+        say(f"Skipped on {report.env} (skip list): {', '.join(report.skipped)}")
     if report.backup:
         b = report.backup
         if "would_take" in b:
             need = "required" if b["required"] else "optional"
-            click.echo(f"Would take a backup first ({need}, verify {b['verify']}): {b['would_take']}")
+            say(f"Would take a backup first ({need}, verify {b['verify']}): {b['would_take']}")
         elif "skipped" in b:
-            click.echo(f"No backup: {b['skipped']}.")
+            say(f"No backup: {b['skipped']}.")
         else:
             level = b.get("verify_level") or "not verified"
-            click.echo(f"Backup: {b['path']} (verified: {level}, sha256 {str(b.get('sha256'))[:16]}…)")
+            say(f"Backup: {b['path']} (verified: {level}, sha256 {str(b.get('sha256'))[:16]}…)")
     if report.migrations and any(m.result == "rolled back" for m in report.migrations):
-        click.echo(table(["MIGRATION", "RESULT"], [[m.name, m.result] for m in report.migrations]))
+        say(table(["MIGRATION", "RESULT"], [[m.name, m.result] for m in report.migrations]))
         undone = sum(1 for m in report.migrations if m.result == "rolled back")
         processes = report.wrangler_processes
-        click.echo(f"Rolled back {undone} migration(s) on {report.env} ({processes} wrangler processes).")
+        say(f"Rolled back {undone} migration(s) on {report.env} ({processes} wrangler processes).")
         return
     if report.bookmark:
-        click.echo(f"Time Travel bookmark before the change: {report.bookmark}")
-        click.echo(f"  to go back: {report.restore_command}")
+        say(f"Time Travel bookmark before the change: {report.bookmark}")
+        say(f"  to go back: {report.restore_command}")
     if report.migrations:
         timings = {m.timing for m in report.migrations if m.timing}
         ms = "MS (IN DB)" if timings == {"database"} else "MS (WRANGLER CALL)" if timings == {"process"} else "MS"
-        click.echo(
+        say(
             table(
                 ["MIGRATION", "RESULT", ms],
                 [[m.name, m.result, m.duration_ms] for m in report.migrations],
             )
         )
         applied = sum(1 for m in report.migrations if m.result == "applied")
-        click.echo(f"Applied {applied} migration(s) to {report.env} ({report.wrangler_processes} wrangler processes).")
+        say(f"Applied {applied} migration(s) to {report.env} ({report.wrangler_processes} wrangler processes).")
 
 
 def _print_version(ctx: click.Context) -> None:
@@ -241,12 +327,21 @@ def _print_version(ctx: click.Context) -> None:
     callback=lambda ctx, _param, value: _print_version(ctx) if value else None,
     help="Show d1ops's version and the wrangler it drives, then exit.",
 )
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors (and --json documents).")
+@click.option("-v", "--verbose", is_flag=True, help="Print each wrangler call with its duration and exit code.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, quiet: bool, verbose: bool) -> None:
     """d1ops: safe, boring schema changes for Cloudflare D1.
 
     Exit codes: 0 done; 1 operation failed; 2 usage or config error; 3 pending migrations (status --check).
+    Shell completion: `d1ops completion bash|zsh|fish`.
+
+    \b
+    Example:
+      d1ops status --all && d1ops migrate dev && d1ops promote --to staging
     """
+    progress.reset()
+    progress.configure(quiet=quiet, verbose=verbose)
     ctx.ensure_object(dict)
     ctx.obj["config"] = config_path
 

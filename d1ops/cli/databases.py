@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from d1ops import backup, catalog, remote, verify
+from d1ops import progress
 from d1ops.cli.base import (
     cli,
     confirm_by_typing,
@@ -15,27 +16,40 @@ from d1ops.cli.base import (
     emit_json,
     json_option,
     pass_project,
+    say,
+    style,
     table,
     want_json,
     yes_option,
 )
+from d1ops.cli.completion import complete_backup, complete_env
 from d1ops.errors import UsageError
-from d1ops.plans import execute as execute_plan
-from d1ops.plans import restore as restore_plan
-from d1ops.plans import unlock as unlock_plan
-from d1ops.project import Project
 from d1ops.render import size
+
+if TYPE_CHECKING:
+    from d1ops.project import Project
+
+# The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
+FORMATS = ("sql", "json")  # backup.FORMATS
 
 
 @cli.command()
-@click.argument("env")
+@click.argument("env", shell_complete=complete_env)
 @click.option("--command", "sql", help="SQL to run.")
 @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), help="SQL file to run.")
 @yes_option
 @json_option
 @pass_project
 def execute(project: Project, env: str, sql: str | None, file: Path | None, yes: bool, as_json: bool) -> None:
-    """Run SQL on ENV (protected environments ask for confirmation)."""
+    """Run SQL on ENV. Read-only SQL (as SQLite decides against the migrations' schema) runs at once; SQL that
+    can write goes through the run (lock, backup per policy, report) and protected environments ask first.
+
+    \b
+    Example:
+      d1ops execute production --command "SELECT count(*) FROM users"
+    """
+    from d1ops.plans import execute as execute_plan
+
     want_json(as_json)
     if (sql is None) == (file is None):
         raise UsageError("Give exactly one of --command SQL or --file PATH.")
@@ -47,17 +61,24 @@ def execute(project: Project, env: str, sql: str | None, file: Path | None, yes:
         rows = statement["results"]
         if rows:
             headers = list(rows[0])
-            click.echo(table(headers, [[r.get(h) for h in headers] for r in rows]))
-    click.echo(f"{len(results)} statement(s) executed on {env}.")
+            say(table(headers, [[r.get(h) for h in headers] for r in rows]))
+    say(f"{len(results)} statement(s) executed on {env}.")
 
 
 @cli.command()
-@click.argument("env")
+@click.argument("env", shell_complete=complete_env)
 @yes_option
 @json_option
 @pass_project
 def unlock(project: Project, env: str, yes: bool, as_json: bool) -> None:
-    """Release ENV's lock left by a run that died (shows the holder; protected environments ask first)."""
+    """Release ENV's lock left by a run that died (shows the holder; protected environments ask first).
+
+    \b
+    Example:
+      d1ops unlock staging
+    """
+    from d1ops.plans import unlock as unlock_plan
+
     want_json(as_json)
     report = unlock_plan.run_unlock(project, env, confirm=confirm_by_typing(yes))
     if as_json:
@@ -65,16 +86,16 @@ def unlock(project: Project, env: str, yes: bool, as_json: bool) -> None:
         return
     holder, since = report.details.get("holder"), report.details.get("held_since")
     if holder is None:
-        click.echo(f"{env} is not locked: nothing to release.")
+        say(f"{env} is not locked: nothing to release.")
     else:
-        click.echo(f"Released the lock on {env} (held by {holder} since {since}).")
+        say(f"Released the lock on {env} (held by {holder} since {since}).")
 
 
 # -- backups ------------------------------------------------------------------------------------------------------
 @cli.command("backup")
 @click.argument("tables", nargs=-1)
-@click.option("--env", "env", help="Environment (default: default_env).")
-@click.option("--format", "fmt", type=click.Choice(backup.FORMATS), default="sql", show_default=True)
+@click.option("--env", "env", shell_complete=complete_env, help="Environment (default: default_env).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="sql", show_default=True)
 @click.option(
     "--verify",
     "verify",
@@ -98,8 +119,16 @@ def backup_cmd(
     label: str | None,
     as_json: bool,
 ) -> None:
-    """Back up TABLES (default: the whole database) of an environment, and verify the backup."""
+    """Back up TABLES (default: the whole database) of an environment, and verify the backup.
+
+    \b
+    Example:
+      d1ops backup --env production users orders --verify full
+    """
+    from d1ops import backup
+
     want_json(as_json)
+    progress.step(f"Backing up {project.config.env(env).name}")
     environment = project.config.env(env)
     result = backup.take_backup(
         project,
@@ -114,30 +143,40 @@ def backup_cmd(
     if as_json:
         emit_json(result.summary())
     else:
-        click.echo(f"Backup: {result.path}")
-        click.echo(table(["TABLE", "ROWS"], [[t["name"], t["rows"]] for t in result.manifest["tables"]]))
-        state = f"verified ({result.verify_level})" if result.verified else f"NOT verified: {result.problem}"
-        click.echo(state)
+        say(f"Backup: {result.path}")
+        say(table(["TABLE", "ROWS"], [[t["name"], t["rows"]] for t in result.manifest["tables"]]))
+        state = (
+            f"verified ({result.verify_level})" if result.verified else style(f"NOT verified: {result.problem}", "red")
+        )
+        say(state)
     if not result.verified:
         sys.exit(1)
 
 
 @cli.command("export")
-@click.argument("env")
+@click.argument("env", shell_complete=complete_env)
 @click.option("--table", "tables", multiple=True, help="Table to export (repeatable; default: all).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
-@click.option("--format", "fmt", type=click.Choice(backup.FORMATS), default="sql", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="sql", show_default=True)
 @pass_project
 def export_cmd(project: Project, env: str, tables: tuple[str, ...], output: Path, fmt: str) -> None:
-    """Export tables of ENV to one file (SQL dump, or JSON rows of one table): no manifest, no retention."""
+    """Export tables of ENV to one file (SQL dump, or JSON rows of one table): no manifest, no retention.
+
+    \b
+    Example:
+      d1ops export production --table users --format json --output users.json
+    """
+    from d1ops import backup
+
+    progress.step(f"Exporting {env}")
     counts = backup.export_file(project, project.config.env(env), list(tables), output, fmt)
     rows = f" ({', '.join(f'{t}: {n} rows' for t, n in counts.items())})" if counts else ""
-    click.echo(f"Wrote {output}{rows}.")
+    say(f"Wrote {output}{rows}.")
 
 
 @cli.command()
-@click.argument("source", required=False)
-@click.option("--env", "env", required=True, help="Environment to restore into.")
+@click.argument("source", required=False, shell_complete=complete_backup)
+@click.option("--env", "env", required=True, shell_complete=complete_env, help="Environment to restore into.")
 @click.option("--bookmark", help="Remote only: restore ENV to this Time Travel bookmark instead of a backup.")
 @click.option("--from-other-env", is_flag=True, help="Allow restoring a backup taken from another environment.")
 @click.option("--allow-cascade", is_flag=True, help="Go on even if removing rows fires ON DELETE in other tables.")
@@ -156,8 +195,17 @@ def restore(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Make ENV's tables equal a backup (SOURCE: a backup folder or name), after a fresh verified backup."""
+    """Make ENV's tables equal a backup (SOURCE: a backup folder or name), after a fresh verified backup.
+
+    \b
+    Example:
+      d1ops restore 20261125T101500Z-full --env production --dry-run
+    """
+    from d1ops import catalog
+    from d1ops.plans import restore as restore_plan
+
     want_json(as_json)
+    progress.step(f"Restoring {env}")
     if bookmark:
         if source:
             raise UsageError("Give a backup or --bookmark, not both.")
@@ -177,20 +225,32 @@ def restore(
     if as_json:
         emit_json(result.to_dict())
     else:
-        click.echo(restore_plan.describe_restore(result))
+        say(restore_plan.describe_restore(result))
 
 
 @cli.group("backups")
 def backups_group() -> None:
-    """List, verify and prune backups."""
+    """List, verify and prune backups.
+
+    \b
+    Example:
+      d1ops backups list production
+    """
 
 
 @backups_group.command("list")
-@click.argument("env", required=False)
+@click.argument("env", required=False, shell_complete=complete_env)
 @json_option
 @pass_project
 def backups_list(project: Project, env: str | None, as_json: bool) -> None:
-    """Backups, newest first."""
+    """Backups, newest first.
+
+    \b
+    Example:
+      d1ops backups list production --json
+    """
+    from d1ops import catalog
+
     want_json(as_json)
     if env:
         project.config.env(env)
@@ -199,9 +259,9 @@ def backups_list(project: Project, env: str | None, as_json: bool) -> None:
         emit_json([e.to_dict() for e in entries])
         return
     if not entries:
-        click.echo("No backups.")
+        say("No backups.")
         return
-    click.echo(
+    say(
         table(
             ["ENV", "DATABASE", "NAME", "TABLES", "ROWS", "SIZE", "VERIFIED"],
             [
@@ -213,78 +273,114 @@ def backups_list(project: Project, env: str | None, as_json: bool) -> None:
 
 
 @backups_group.command("prune")
-@click.argument("env", required=False)
+@click.argument("env", required=False, shell_complete=complete_env)
 @click.option("--keep", type=int, required=True, help="How many of the newest backups to keep.")
 @dry_run_option
 @pass_project
 def backups_prune(project: Project, env: str | None, keep: int, dry_run: bool) -> None:
-    """Delete old backups of ENV; the newest verified backup is never deleted."""
+    """Delete old backups of ENV; the newest verified backup is never deleted.
+
+    \b
+    Example:
+      d1ops backups prune production --keep 10 --dry-run
+    """
+    from d1ops import catalog
+
     name = project.config.env(env).name
     doomed = catalog.prune_backups(project, name, keep, dry_run=dry_run)
     verb = "Would delete" if dry_run else "Deleted"
     listed = "".join(f"\n  {e.name}" for e in doomed)
-    click.echo(f"{verb} {len(doomed)} backup(s) of {project.config.database} in {name}.{listed}")
+    say(f"{verb} {len(doomed)} backup(s) of {project.config.database} in {name}.{listed}")
 
 
 @backups_group.command("verify")
-@click.argument("source")
+@click.argument("source", shell_complete=complete_backup)
 @click.option("--full", is_flag=True, help="Also load it into a scratch local D1 through wrangler.")
 @pass_project
 def backups_verify(project: Project, source: str, full: bool) -> None:
-    """Verify an existing backup again (checksums, load, row counts)."""
+    """Verify an existing backup again (checksums, load, row counts).
+
+    \b
+    Example:
+      d1ops backups verify 20261125T101500Z-full --full
+    """
+    from d1ops import catalog, verify
+
+    progress.step(f"Verifying {source}")
     result = verify.verify_backup(project, catalog.resolve_backup(project, source), level="full" if full else "quick")
     if not result.verified:
-        click.echo(f"{result.path}: NOT verified: {result.problem}")
+        say(f"{result.path}: NOT verified: {result.problem}")
         sys.exit(1)
-    click.echo(f"{result.path}: verified ({result.verify_level}).")
+    say(f"{result.path}: verified ({result.verify_level}).")
 
 
 # -- remote databases ---------------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("env")
+@click.argument("env", shell_complete=complete_env)
 @click.option("--write-config", is_flag=True, help="Write the new database_id into the wrangler config.")
 @json_option
 @pass_project
 def create(project: Project, env: str, write_config: bool, as_json: bool) -> None:
-    """Create ENV's remote D1 database (named by its database_name in the wrangler config)."""
+    """Create ENV's remote D1 database (named by its database_name in the wrangler config).
+
+    \b
+    Example:
+      d1ops create staging --write-config
+    """
+    from d1ops import remote
+
     want_json(as_json)
     result = remote.create_database(project, project.config.env(env), write_config=write_config)
     if as_json:
         emit_json(result)
         return
-    click.echo(f"Created D1 database {result['name']} ({result['uuid']}).")
+    say(f"Created D1 database {result['name']} ({result['uuid']}).")
     if result["config_written"]:
-        click.echo(f"Wrote database_id into {project.config.wrangler_config.name} for {env}.")
+        say(f"Wrote database_id into {project.config.wrangler_config.name} for {env}.")
     else:
-        click.echo(f"Put it in {project.config.wrangler_config.name}: {result['snippet']}")
-        click.echo("(or run again with --write-config)")
+        say(f"Put it in {project.config.wrangler_config.name}: {result['snippet']}")
+        say("(or run again with --write-config)")
 
 
 @cli.command()
-@click.argument("env", required=False)
+@click.argument("env", required=False, shell_complete=complete_env)
 @json_option
 @pass_project
 def info(project: Project, env: str | None, as_json: bool) -> None:
-    """Show ENV's remote D1 database: id, size, tables."""
+    """Show ENV's remote D1 database: id, size, tables.
+
+    \b
+    Example:
+      d1ops info production
+    """
+    from d1ops import remote
+
     want_json(as_json)
     data = remote.database_info(project, project.config.env(env))
     if as_json:
         emit_json(data)
         return
-    click.echo(table(["KEY", "VALUE"], [[k, v] for k, v in data.items()]))
+    say(table(["KEY", "VALUE"], [[k, v] for k, v in data.items()]))
 
 
 @cli.command("list")
 @json_option
 @pass_project
 def list_cmd(project: Project, as_json: bool) -> None:
-    """Every D1 database of the account, marking those this project's environments use."""
+    """Every D1 database of the account, marking those this project's environments use.
+
+    \b
+    Example:
+      d1ops list --json
+    """
+    from d1ops import remote
+
     want_json(as_json)
     rows = remote.list_databases(project)
     if as_json:
         emit_json(rows)
         return
-    click.echo(
+    say(
         table(
             ["NAME", "UUID", "USED BY"],
             [[r.get("name"), r.get("uuid"), ",".join(r["used_by"])] for r in rows],

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from d1ops import migrations, rehearse, status
 from d1ops.cli.base import (
     cli,
     confirm_by_typing,
@@ -17,26 +16,38 @@ from d1ops.cli.base import (
     one_by_one_option,
     pass_project,
     render_run,
+    say,
     table,
     want_json,
+    warn,
     yes_option,
 )
+from d1ops.cli.completion import complete_env, complete_migration
 from d1ops.errors import EXIT_FAILED, EXIT_PENDING, GateRefused, UsageError
-from d1ops.plans import migrate as migrate_plan
-from d1ops.plans import rollback as rollback_plan
-from d1ops.project import Project
-from d1ops.tracking import read_state
+
+if TYPE_CHECKING:
+    from d1ops import rehearse, status
+    from d1ops.project import Project
+
+# The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
 
 
 @cli.command()
-@click.argument("env", required=False)
+@click.argument("env", required=False, shell_complete=complete_env)
 @dry_run_option
 @one_by_one_option
 @yes_option
 @json_option
 @pass_project
 def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool) -> None:
-    """Apply pending migrations to ENV (default: default_env), in order, through every gate."""
+    """Apply pending migrations to ENV (default: default_env), in order, through every gate.
+
+    \b
+    Example:
+      d1ops migrate dev --dry-run && d1ops migrate dev
+    """
+    from d1ops.plans import migrate as migrate_plan
+
     want_json(as_json)
     report = migrate_plan.run_migrate(
         project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
@@ -45,7 +56,12 @@ def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, 
 
 
 @cli.command()
-@click.option("--to", "to", help="Environment to promote into (default: the first one behind its predecessor).")
+@click.option(
+    "--to",
+    "to",
+    shell_complete=complete_env,
+    help="Environment to promote into (default: the first one behind its predecessor).",
+)
 @click.option(
     "--rehearse", "rehearse_first", is_flag=True, help="Rehearse on a scratch copy of the target's data first."
 )
@@ -57,7 +73,16 @@ def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, 
 def promote(
     project: Project, to: str | None, rehearse_first: bool, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool
 ) -> None:
-    """Apply to an environment exactly what the environment before it has and it lacks."""
+    """Apply to an environment exactly what the environment before it has and it lacks.
+
+    \b
+    Example:
+      d1ops promote --to production --rehearse --dry-run
+    """
+    from d1ops import rehearse
+    from d1ops.plans import migrate as migrate_plan
+    from d1ops.tracking import read_state
+
     want_json(as_json)
     if rehearse_first:
         target = project.config.env(to) if to else migrate_plan.behind_env(project)
@@ -67,9 +92,12 @@ def promote(
         if not as_json:
             _render_rehearsal(rehearsal)
         if not rehearsal.ok:
-            if as_json:
-                emit_json({"rehearsal": rehearsal.to_dict(), "exit_code": 1})
-            raise GateRefused(f"The rehearsal on a copy of {target.name} failed: nothing was promoted.")
+            refused = GateRefused(f"The rehearsal on a copy of {target.name} failed: nothing was promoted.")
+            if as_json:  # one document: the rehearsal and the error (the group would print a second one)
+                emit_json({"rehearsal": rehearsal.to_dict(), "error": refused.message, "exit_code": refused.exit_code})
+                click.echo(f"Error: {refused.message}", err=True)
+                sys.exit(refused.exit_code)
+            raise refused
         to = target.name
     report = migrate_plan.run_promote(
         project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
@@ -78,7 +106,7 @@ def promote(
 
 
 @cli.command("status")
-@click.argument("env", required=False)
+@click.argument("env", required=False, shell_complete=complete_env)
 @click.option("--all", "all_envs", is_flag=True, help="Every environment: a matrix of migrations × environments.")
 @click.option("--check", is_flag=True, help="Exit 3 when anything is pending or drifted (for CI gates).")
 @json_option
@@ -88,7 +116,14 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, a
 
     Exit codes: 0 every environment shown was read; 1 some could not be (no credentials for a remote one, or an
     error): the others are still shown and the missing ones say why; 3 with --check when something is pending or
-    drifted in the environments read (1 wins: an unread environment cannot be vouched for)."""
+    drifted in the environments read (1 wins: an unread environment cannot be vouched for).
+
+    \b
+    Example (a CI gate: exit 3 when anything is pending or drifted):
+      d1ops status --all --check
+    """
+    from d1ops import status
+
     want_json(as_json)
     if all_envs and env:
         raise UsageError("Give an environment or --all, not both.")
@@ -102,13 +137,15 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, a
         sys.exit(EXIT_FAILED)
     if check and report.needs_attention:
         if not as_json:
-            click.echo("status --check: pending or drifted migrations found.", err=True)
+            say("status --check: pending or drifted migrations found.", err=True)
         sys.exit(EXIT_PENDING)
 
 
 def _render_status(report: status.StatusReport) -> None:
+    from d1ops import status
+
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     single = len(report.envs) == 1
     if single:
         env = report.envs[0]
@@ -121,7 +158,7 @@ def _render_status(report: status.StatusReport) -> None:
             ]
             for m in report.migrations
         ]
-        click.echo(table(["MIGRATION", "STATUS", "APPLIED_AT", "CHECKSUM"], rows))
+        say(table(["MIGRATION", "STATUS", "APPLIED_AT", "CHECKSUM"], rows))
     else:
         rows = [
             [m.name]
@@ -131,7 +168,7 @@ def _render_status(report: status.StatusReport) -> None:
             ]
             for m in report.migrations
         ]
-        click.echo(table(["MIGRATION", *[e.upper() for e in report.envs]], rows))
+        say(table(["MIGRATION", *[e.upper() for e in report.envs]], rows))
     for env in report.envs:
         if env in report.unavailable:
             click.echo(f"{env}: {report.unavailable[env]}.")
@@ -141,38 +178,55 @@ def _render_status(report: status.StatusReport) -> None:
         lock = report.locks.get(env)
         extra = f", {drifted} drifted" if drifted else ""
         extra += f", locked by {lock}" if lock else ""
-        click.echo(f"{env}: {report.count(status.APPLIED, env)} applied, {pending} pending{extra}.")
+        say(f"{env}: {report.count(status.APPLIED, env)} applied, {pending} pending{extra}.")
 
 
 @cli.command()
 @click.argument("name")
 @pass_project
 def new(project: Project, name: str) -> None:
-    """Create the next migration file, NNNN_NAME.sql."""
+    """Create the next migration file, NNNN_NAME.sql (and its down file, migrations/down/NNNN_NAME.sql).
+
+    \b
+    Example:
+      d1ops new add_users_email
+    """
+    from d1ops import migrations
+
     path = migrations.new_migration(project.config.migrations_dir, name)
-    click.echo(f"Created {path.relative_to(project.config.root)}")
+    say(f"Created {path.relative_to(project.config.root)}")
 
 
 @cli.command()
 @json_option
 @pass_project
 def lint(project: Project, as_json: bool) -> None:
-    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects. Exit 1 on errors."""
+    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects. Exit 1 on errors.
+
+    \b
+    Example:
+      d1ops lint --json
+    """
     want_json(as_json)
     found = project.migrations()
     if as_json:
         emit_json([{"level": f.level, "file": f.file, "message": f.message} for f in found.findings])
     else:
         for f in found.findings:
-            click.echo(f"{f.level}: {f.file}: {f.message}")
-        click.echo(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
+            say(f"{f.level}: {f.file}: {f.message}")
+        say(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
     if found.errors:
         sys.exit(1)
 
 
 @cli.command()
-@click.argument("env")
-@click.option("--to", "to", help="Undo the migrations applied after this one (default: only the last one).")
+@click.argument("env", shell_complete=complete_env)
+@click.option(
+    "--to",
+    "to",
+    shell_complete=complete_migration,
+    help="Undo the migrations applied after this one (default: only the last one).",
+)
 @click.option("--steps", type=int, help="Undo the last N applied migrations.")
 @dry_run_option
 @yes_option
@@ -182,7 +236,14 @@ def rollback(
     project: Project, env: str, to: str | None, steps: int | None, dry_run: bool, yes: bool, as_json: bool
 ) -> None:
     """Undo the last applied migrations of ENV with their down files (migrations/down/), newest first,
-    all or nothing."""
+    all or nothing.
+
+    \b
+    Example:
+      d1ops rollback staging --to 0003_add_orders.sql --dry-run
+    """
+    from d1ops.plans import rollback as rollback_plan
+
     want_json(as_json)
     confirm = confirm_by_typing(yes)
     report = rollback_plan.run_rollback(project, env, to=to, steps=steps, dry_run=dry_run, confirm=confirm)
@@ -190,23 +251,30 @@ def rollback(
         emit_json(report.to_dict())
         return
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     if not report.plan:
-        click.echo(f"{env}: nothing to roll back.")
+        say(f"{env}: nothing to roll back.")
     elif dry_run:
-        click.echo(f"Rollback plan (dry run) for {env}, newest first:")
-        click.echo("".join(f"  {name}\n" for name in report.plan).rstrip("\n"))
+        say(f"Rollback plan (dry run) for {env}, newest first:")
+        say("".join(f"  {name}\n" for name in report.plan).rstrip("\n"))
     else:
         render_run(report)
 
 
 @cli.command("rehearse")
-@click.argument("env", required=False)
+@click.argument("env", required=False, shell_complete=complete_env)
 @json_option
 @pass_project
 def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
     """Apply ENV's pending migrations to a scratch copy of its data, one by one, and report each one's effect.
-    ENV itself is only read."""
+    ENV itself is only read.
+
+    \b
+    Example:
+      d1ops rehearse production
+    """
+    from d1ops import rehearse
+
     want_json(as_json)
     result = rehearse.rehearse(project, project.config.env(env).name)
     if as_json:
@@ -219,22 +287,22 @@ def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
 
 def _render_rehearsal(result: rehearse.Rehearsal) -> None:
     if not result.migrations:
-        click.echo(f"{result.env}: nothing pending to rehearse.")
+        say(f"{result.env}: nothing pending to rehearse.")
         return
     copied = sum(result.copied_rows.values())
-    click.echo(f"Rehearsal on a scratch copy of {result.env} ({copied} rows in {len(result.copied_rows)} tables):")
+    say(f"Rehearsal on a scratch copy of {result.env} ({copied} rows in {len(result.copied_rows)} tables):")
     rows = []
     for m in result.migrations:
         changed = ", ".join(f"{t} {n:+d}" for t, n in m.rows_changed.items()) or "-"
         made = [f"+{t}" for t in m.tables_created] + [f"-{t}" for t in m.tables_dropped]
         checks = f"{sum(1 for c in m.checks if c['passed'])}/{len(m.checks)}" if m.checks else "-"
         rows.append([m.name, m.result, m.duration_ms, changed + (f" ({' '.join(made)})" if made else ""), checks])
-    click.echo(table(["MIGRATION", "RESULT", "MS", "ROWS CHANGED", "CHECKS"], rows))
+    say(table(["MIGRATION", "RESULT", "MS", "ROWS CHANGED", "CHECKS"], rows))
     for m in result.migrations:
         if m.error:
-            click.echo(f"{m.name}: {m.error}" + (f"\n  statement: {m.statement}" if m.statement else ""))
+            say(f"{m.name}: {m.error}" + (f"\n  statement: {m.statement}" if m.statement else ""))
         for c in m.checks:
             if not c["passed"]:
-                click.echo(f"{m.name}: check failed: {c['sql']} -> {c.get('error') or c.get('value')}")
+                say(f"{m.name}: check failed: {c['sql']} -> {c.get('error') or c.get('value')}")
     verdict = "every migration applied" if result.ok else "FAILED"
-    click.echo(f"{verdict}; {result.env} was not changed ({result.wrangler_processes} wrangler processes).")
+    say(f"{verdict}; {result.env} was not changed ({result.wrangler_processes} wrangler processes).")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from d1ops import doctor as doctor_mod
-from d1ops import init as init_mod
 from d1ops.cli.base import (
     cli,
     confirm_by_typing,
@@ -16,12 +15,17 @@ from d1ops.cli.base import (
     emit_json,
     json_option,
     pass_project,
+    say,
     table,
     want_json,
+    warn,
     yes_option,
 )
-from d1ops.plans import adopt as adopt_plan
-from d1ops.project import Project
+
+if TYPE_CHECKING:
+    from d1ops.project import Project
+
+# The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
 
 
 @cli.command()
@@ -33,7 +37,14 @@ from d1ops.project import Project
 )
 @click.pass_context
 def init(ctx: click.Context, force: bool, top_level: str | None) -> None:
-    """Write environments.yaml from this Workers project's wrangler config (wrangler.json, .jsonc or .toml)."""
+    """Write environments.yaml from this Workers project's wrangler config (wrangler.json, .jsonc or .toml).
+
+    \b
+    Example (in an existing Workers project):
+      d1ops init && d1ops doctor
+    """
+    from d1ops import init as init_mod
+
     config = ctx.obj.get("config")
     root = Path(config).resolve().parent if config else Path.cwd()
     looks = init_mod.top_level_looks_like_production(root) if top_level is None and sys.stdin.isatty() else None
@@ -41,14 +52,14 @@ def init(ctx: click.Context, force: bool, top_level: str | None) -> None:
         asked = click.confirm(f"The top-level database {looks} looks like production. Is it?", default=True, err=True)
         top_level = "production" if asked else "dev"
     result = init_mod.init_project(root, force=force, top_level=top_level)
-    click.echo(f"Wrote {result.path.name} from {result.wrangler_config.name}:")
-    click.echo(result.text.rstrip("\n"))
+    say(f"Wrote {result.path.name} from {result.wrangler_config.name}:")
+    say(result.text.rstrip("\n"))
     if result.gitignore:
-        click.echo(f"Also {result.gitignore}.")
-    click.echo("Check:" if result.notes else "Nothing flagged.")
+        say(f"Also {result.gitignore}.")
+    say("Check:" if result.notes else "Nothing flagged.")
     for note in result.notes:
-        click.echo(f"  - {note}")
-    click.echo("Next: `d1ops doctor`, then `d1ops adopt ENV --through NAME` for history applied before d1ops.")
+        say(f"  - {note}")
+    say("Next: `d1ops doctor`, then `d1ops adopt ENV --through NAME` for history applied before d1ops.")
 
 
 @cli.command()
@@ -69,8 +80,15 @@ def adopt(
     project: Project, env: str, through: str, schema_from: str | None, dry_run: bool, yes: bool, as_json: bool
 ) -> None:
     """Record the migrations up to NAME as applied in ENV without running them (in wrangler's d1_migrations too,
-    so `wrangler d1 migrations list` agrees)."""
+    so `wrangler d1 migrations list` agrees).
+
+    \b
+    Example (production already has everything through 0008):
+      d1ops adopt production --through 0008_add_tags.sql --dry-run
+    """
     want_json(as_json)
+    from d1ops.plans import adopt as adopt_plan
+
     report = adopt_plan.run_adopt(
         project, env, through=through, schema_from=schema_from, dry_run=dry_run, confirm=confirm_by_typing(yes)
     )
@@ -78,23 +96,23 @@ def adopt(
         emit_json(report.to_dict())
         return
     for warning in report.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        warn(warning)
     details = report.details
     if details.get("already_applied"):
-        click.echo(f"Already recorded in {report.env}: {len(details['already_applied'])} migration(s).")
+        say(f"Already recorded in {report.env}: {len(details['already_applied'])} migration(s).")
     if report.skipped:
-        click.echo(f"Skipped on {report.env} (skip list): {', '.join(report.skipped)}")
+        say(f"Skipped on {report.env} (skip list): {', '.join(report.skipped)}")
     if not report.plan:
-        click.echo(f"{report.env}: nothing to adopt; every migration through {through} is recorded.")
+        say(f"{report.env}: nothing to adopt; every migration through {through} is recorded.")
         return
     verb = "Would record" if dry_run else "Recorded"
     if details.get("schema_from"):
         done = "would be created" if dry_run else "created"
-        click.echo(f"Schema of {details['schema_from']} {done} first ({details['schema_statements']} statements).")
-    click.echo(f"{verb} {len(report.plan)} migration(s) as applied in {report.env}, without running them:")
-    click.echo("".join(f"  {name}\n" for name in report.plan).rstrip("\n"))
+        say(f"Schema of {details['schema_from']} {done} first ({details['schema_statements']} statements).")
+    say(f"{verb} {len(report.plan)} migration(s) as applied in {report.env}, without running them:")
+    say("".join(f"  {name}\n" for name in report.plan).rstrip("\n"))
     if not dry_run:
-        click.echo(f"({report.wrangler_processes} wrangler processes; report {report.report_path})")
+        say(f"({report.wrangler_processes} wrangler processes; report {report.report_path})")
 
 
 @cli.command()
@@ -102,8 +120,15 @@ def adopt(
 @click.pass_context
 def doctor(ctx: click.Context, as_json: bool) -> None:
     """Check wrangler, Node, the config, bindings, migrations, backups dir, credentials, local state and locks.
-    Exit 1 on any fail."""
+    Exit 1 on any fail.
+
+    \b
+    Example:
+      d1ops doctor --json
+    """
     want_json(as_json)
+    from d1ops import doctor as doctor_mod
+
     report = doctor_mod.run_doctor(ctx.obj.get("config"))
     if as_json:
         emit_json(report.to_dict())
@@ -112,9 +137,9 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
             [c.level.upper(), c.name, c.detail + (f"  → {c.fix}" if c.fix and c.level != "ok" else "")]
             for c in report.checks
         ]
-        click.echo(table(["", "CHECK", "DETAIL"], rows))
+        say(table(["", "CHECK", "DETAIL"], rows))
         fails = sum(1 for c in report.checks if c.level == "fail")
         warns = sum(1 for c in report.checks if c.level == "warn")
-        click.echo(f"{fails} fail, {warns} warn ({report.wrangler_processes} wrangler processes).")
+        say(f"{fails} fail, {warns} warn ({report.wrangler_processes} wrangler processes).")
     if report.failed:
         sys.exit(1)

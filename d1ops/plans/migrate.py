@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from d1ops import progress
 from d1ops.config import Environment
 from d1ops.credentials import require_for_gate
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
@@ -237,6 +238,7 @@ class MigrateChange(Change):
             batch = run.work / f"{i:04d}-{m.name}"
             text = lease_guard_sql(run.owner) + migration_batch(m, sql, who, release_owner=run.owner if last else None)
             batch.write_text(text, encoding="utf-8")
+            progress.step(f"Applying {m.name} to {self.env.name} ({i + 1}/{len(pending)}, one by one)")
             started = time.monotonic()
             try:
                 run.wrangler.execute(self.env, file=batch)
