@@ -108,6 +108,14 @@ def _tail(path: Path, size: int = 65536) -> str:
         return ""
 
 
+def _version_from_process(runner: Runner) -> str:
+    out = runner.run(["--version"], timeout=60)
+    match = re.search(r"(\d+\.\d+\.\d+)", out)
+    if not match:
+        raise WranglerError(["wrangler", "--version"], 0, f"unexpected version output: {out.strip()[:200]}")
+    return match.group(1)
+
+
 class Runner:
     """Starts wrangler processes for one project. Thread-safe; counts the processes it starts."""
 
@@ -242,15 +250,8 @@ class Runner:
     def version(self) -> str:
         """The wrangler version, read from its package.json when possible (no process), else `--version`."""
         if self._version is None:
-            self._version = version_from_package(self.binary) or self._version_from_process()
+            self._version = version_from_package(self.binary) or _version_from_process(self)
         return self._version
-
-    def _version_from_process(self) -> str:
-        out = self.run(["--version"], timeout=60)
-        match = re.search(r"(\d+\.\d+\.\d+)", out)
-        if not match:
-            raise WranglerError(["wrangler", "--version"], 0, f"unexpected version output: {out.strip()[:200]}")
-        return match.group(1)
 
     def check_version(self) -> str:
         version = self.version()
