@@ -38,7 +38,7 @@ def test_every_change_goes_through_the_run() -> None:
     # a wrangler call that writes (execute with a file or a command built by a plan) happens in plans/ or in
     # the modules the run drives; no command module calls wrangler itself
     assert {n for n in where(r"\.wrangler\.execute\(") if n.startswith("cli/")} == set()
-    changes = {n for n in where(r"class \w+\((Change|RestoreChange)\)")}
+    changes = {n for n in where(r"class \w+\((Change|RestoreChange|BackupRestore)\)")}
     assert changes == {
         "plans/adopt.py",
         "plans/execute.py",

@@ -105,6 +105,22 @@ class RestoreChange(Change):
         return f" (taken from {self.result.source_env}{when})" if self.result.source_env else ""
 
 
+class BackupRestore(RestoreChange):
+    """The restore of a backup folder: its manifest, and the backup loaded into SQLite (checked before the run)."""
+
+    def __init__(
+        self,
+        project: Project,
+        env: Environment,
+        result: RestoreResult,
+        folder: Path,
+        manifest: dict[str, Any],
+        source_db: Path,
+    ) -> None:
+        super().__init__(project, env, result)
+        self.folder, self.manifest, self.source_db = folder, manifest, source_db
+
+
 def check_backup(folder: Path, manifest: dict[str, Any], env: Environment, db: Path, *, from_other_env: bool) -> None:
     """Refuse a backup that does not match its manifest, does not load, or comes from another environment."""
     problems = checksum_problems(folder, manifest)

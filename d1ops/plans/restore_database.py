@@ -7,12 +7,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, TextIO
 
-from d1ops.config import Environment
 from d1ops.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
 from d1ops.errors import RestoreFailed
 from d1ops.pipeline import Run
-from d1ops.plans.restore import RestoreChange, RestoreResult
-from d1ops.project import Project
+from d1ops.plans.restore import BackupRestore
 from d1ops.schema import DatabaseSchema, count_rows, lower, read_schema, read_schema_sqlite
 from d1ops.sqltext import StatementTooLarge, ident
 from d1ops.tablediff import TableRestore
@@ -32,19 +30,7 @@ def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, 
         )
 
 
-class DatabaseRestore(RestoreChange):
-    def __init__(
-        self,
-        project: Project,
-        env: Environment,
-        result: RestoreResult,
-        folder: Path,
-        manifest: dict[str, Any],
-        source_db: Path,
-    ) -> None:
-        super().__init__(project, env, result)
-        self.folder, self.manifest, self.source_db = folder, manifest, source_db
-
+class DatabaseRestore(BackupRestore):
     def read(self, run: Run) -> None:
         if run.dry_run:
             self.schema = read_schema(run.wrangler, self.env)

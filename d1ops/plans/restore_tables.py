@@ -18,7 +18,7 @@ from d1ops.config import Environment
 from d1ops.dumpfile import load_backup, load_dump
 from d1ops.errors import RestoreFailed
 from d1ops.pipeline import Run
-from d1ops.plans.restore import RestoreChange, RestoreResult
+from d1ops.plans.restore import BackupRestore, RestoreResult
 from d1ops.plans.restore_database import warn_virtual
 from d1ops.project import Project
 from d1ops.schema import (
@@ -38,7 +38,7 @@ from d1ops.tablediff import Dependent, TablePlan, delete_statements, in_list, ke
 from d1ops.tracking import LOCK_TABLE, lease_guard_sql, release_lock_sql
 
 
-class TablesRestore(RestoreChange):
+class TablesRestore(BackupRestore):
     def __init__(
         self,
         project: Project,
@@ -50,8 +50,7 @@ class TablesRestore(RestoreChange):
         *,
         allow_cascade: bool,
     ) -> None:
-        super().__init__(project, env, result)
-        self.folder, self.manifest, self.source_db = folder, manifest, source_db
+        super().__init__(project, env, result, folder, manifest, source_db)
         self.allow_cascade = allow_cascade
 
     def read(self, run: Run) -> None:
