@@ -304,8 +304,13 @@ def export_file(project: Project, env: Environment, tables: list[str], output: P
         raise UsageError(f"Folder {output.parent} does not exist.")
     selected = tables or schema.tables
     try:
+        if fmt == "sql" and not tables and schema.virtual_tables:  # the whole database, as a backup holds it
+            with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:
+                _write_dump(project, env, Path(tmp), selected, schema, True, "sql", Path(tmp))
+                shutil.move(Path(tmp) / SQL_DUMP, output)
+            return {}
         if fmt == "sql":
-            export_sql(project, env, output, tables=selected, whole=not tables and not schema.virtual_tables)
+            export_sql(project, env, output, tables=selected, whole=not tables)
             return {}
         with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:
             dump, db = Path(tmp) / SQL_DUMP, Path(tmp) / "load.sqlite"
