@@ -23,7 +23,15 @@ from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
 from d1ops.files import make_private_dir, utc_now, utc_stamp
 from d1ops.migrations import sha256_file
 from d1ops.project import Project
-from d1ops.schema import DatabaseSchema, check_tables, read_schema
+from d1ops.schema import (
+    SCHEMA_READ,
+    DatabaseSchema,
+    check_tables,
+    count_rows_sql,
+    counts_from,
+    read_schema,
+    schema_from,
+)
 from d1ops.sqltext import StatementTooLarge, ident
 from d1ops.tracking import LOCK_TABLE, TRACKING_TABLES
 from d1ops.verify import BackupResult, verify_backup
@@ -55,7 +63,9 @@ def take_backup(
     started = utc_now()
     stamp = utc_stamp()
     try:
-        schema = schema or read_schema(project.wrangler, env)
+        live: dict[str, int] | None = None
+        if schema is None:
+            schema, live = _read_schema_and_counts(project, env, tables)
     except WranglerError as exc:
         raise BackupFailed(f"Backup of {env.name} failed reading the database: {exc.detail}") from exc
     whole = tables is None
@@ -88,8 +98,8 @@ def take_backup(
                 "left_out": schema.left_out() if whole else [],
                 "schema": schema.restore_ddl() if whole else schema.ddl_for(selected),
                 "files": [_file_entry(partial / f) for f in dumped.files],
-                "live_rows": None,
-                "live_rows_note": LIVE_ROWS_NOTE,
+                "live_rows": live,
+                "live_rows_note": LIVE_ROWS_NOTE if live is None else LIVE_ROWS_READ,
                 "migration_head": head,
                 "bookmark": bookmark,
                 "wrangler_version": project.wrangler.version(),
@@ -123,6 +133,28 @@ LIVE_ROWS_NOTE = (
     "not recorded: the row counts above are the dump's own (a consistent snapshot); counting the live database "
     "would cost another wrangler process and would not match a database the app keeps writing to"
 )
+
+
+LIVE_ROWS_READ = (
+    "what the live database held when the backup started (read with its schema), as information: an app writing "
+    "to it makes these differ from the dump's own counts, which are the backup's"
+)
+
+
+def _read_schema_and_counts(
+    project: Project, env: Environment, tables: list[str] | None
+) -> tuple[DatabaseSchema, dict[str, int] | None]:
+    """The schema, and the live row counts of named tables read in the same process (no extra cost)."""
+    if not tables:
+        return read_schema(project.wrangler, env), None
+    named = list(dict.fromkeys(tables))
+    try:
+        results = project.wrangler.execute(env, command=f"{count_rows_sql(named)}\n{SCHEMA_READ}")
+    except WranglerError as exc:
+        if "no such table" not in exc.detail:
+            raise
+        return read_schema(project.wrangler, env), None  # a name that is no table: check_tables says which
+    return schema_from(results), counts_from(results[: len(named)], named)
 
 
 def _detail(exc: BaseException, partial: Path) -> str:
@@ -297,8 +329,13 @@ def export_file(project: Project, env: Environment, tables: list[str], output: P
         raise UsageError(f"Folder {output.parent} does not exist.")
     selected = tables or schema.tables
     try:
+        if fmt == "sql" and not tables and schema.virtual_tables:  # the whole database, as a backup holds it
+            with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:
+                _write_dump(project, env, Path(tmp), selected, schema, True, "sql", Path(tmp))
+                shutil.move(Path(tmp) / SQL_DUMP, output)
+            return {}
         if fmt == "sql":
-            export_sql(project, env, output, tables=selected, whole=not tables and not schema.virtual_tables)
+            export_sql(project, env, output, tables=selected, whole=not tables)
             return {}
         with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:
             dump, db = Path(tmp) / SQL_DUMP, Path(tmp) / "load.sqlite"

@@ -129,3 +129,20 @@ def test_whole_restore_drops_and_recreates_virtual_tables_views_and_triggers(pro
     assert not [w for w in report["warnings"] if "virtual tables" in w]
     assert objects(proj, "dev") == source_objects
     assert contents(proj, "dev", True) == source
+
+
+def test_export_of_a_whole_database_with_fts5_holds_every_object(proj: Proj) -> None:
+    seed(proj, APP + FTS)
+    out = proj.root / "all.sql"
+    result = proj.run("export", "dev", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    for needle in (
+        "CREATE UNIQUE INDEX articles_slug_live",
+        "CREATE VIRTUAL TABLE notes_fts USING fts5(body)",
+        'INSERT INTO "articles_fts"("articles_fts") VALUES(\'rebuild\')',
+        "CREATE VIEW live_articles",
+        "CREATE TRIGGER articles_ai",
+    ):
+        assert needle in text
+    assert "notes_fts_content" not in text and text.index("CREATE TRIGGER") > text.index("CREATE VIEW")
