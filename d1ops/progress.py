@@ -34,7 +34,7 @@ class Settings:
 settings = Settings()
 _lock = threading.RLock()
 _step: tuple[str, float] | None = None  # (label, started at)
-_call: tuple[str, float] | None = None  # the running wrangler call (short form), started at
+_calls: dict[int, tuple[str, float]] = {}  # the running wrangler calls by thread: (short form, started at)
 _drawn = False
 _ticker: threading.Thread | None = None
 
@@ -48,10 +48,11 @@ def configure(*, quiet: bool | None = None, verbose: bool | None = None, json: b
 
 def reset() -> None:
     """Back to defaults (for each CLI invocation in one process, e.g. tests)."""
-    global _step, _call
+    global _step
     clear()
     settings.quiet = settings.verbose = settings.json = False
-    _step = _call = None
+    _step = None
+    _calls.clear()
 
 
 def colour(stream: TextIO | None = None) -> bool:
@@ -83,29 +84,28 @@ def step(label: str) -> None:
 
 def finish() -> None:
     """The command is done: no step any more, the line erased."""
-    global _step, _call
+    global _step
     with _lock:
-        _step = _call = None
+        _step = None
+        _calls.clear()
         clear()
 
 
 def wrangler_started(argv: list[str]) -> float:
     """A wrangler process starts (argv as errors show it: token-free); returns its start time."""
-    global _call
     started = time.monotonic()
     with _lock:
-        _call = (" ".join(argv[:3]), started)
+        _calls[threading.get_ident()] = (" ".join(argv[:3]), started)
     _ensure_ticker()
     return started
 
 
 def wrangler_finished(argv: list[str], started: float) -> None:
     """The process ended (called from a `finally`: the exception on its way out, if any, says how)."""
-    global _call
     failed = sys.exc_info()[1]
     exit_code = getattr(failed, "wrangler_exit_code", None) if failed else 0
     with _lock:
-        _call = None
+        _calls.pop(threading.get_ident(), None)
         if settings.verbose and not settings.quiet:
             clear()
             code = "killed, timed out or not started" if exit_code is None else f"exit {exit_code}"
@@ -127,10 +127,13 @@ def render(now: float | None = None) -> str | None:
     """The progress line's text now, or None when nothing has run long enough to show."""
     now = time.monotonic() if now is None else now
     with _lock:
-        starts = [item[1] for item in (_step, _call) if item is not None]
+        calls = sorted(_calls.values(), key=lambda c: c[1])
+        starts = [item[1] for item in (_step, *calls) if item is not None]
         if not starts or now - min(starts) < SHOW_AFTER:
             return None
-        parts = [item[0] for item in (_step, _call) if item is not None]
+        parts = [_step[0]] if _step else []
+        if calls:  # several side by side (status --all): the oldest, and how many
+            parts.append(calls[0][0] + (f" (+{len(calls) - 1} more)" if len(calls) > 1 else ""))
         text = f"{': '.join(parts)}  {now - min(starts):.1f} s"
     return f"\x1b[2m{text}\x1b[0m" if colour() else text
 
@@ -170,6 +173,6 @@ def _tick() -> None:
     while True:
         time.sleep(TICK)
         with _lock:
-            if _step is None and _call is None:
+            if _step is None and not _calls:
                 return
         _draw()

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from pathlib import Path
 
@@ -114,8 +115,31 @@ def test_line_names_the_step_the_wrangler_call_and_the_time(clean: None, monkeyp
     started = progress.wrangler_started(["wrangler", "d1", "export", "DB", "--remote"])
     assert progress.render(started + 2.5).startswith("Backing up production: wrangler d1 export  2.")
     progress.wrangler_finished(["wrangler", "d1", "export"], started)
+    assert progress.render(started + 3).startswith("Backing up production  3.")
     progress.finish()
     assert progress.render() is None
+
+
+def test_calls_side_by_side_show_as_one_line(clean: None, monkeypatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    results: list[float] = []
+    release = threading.Event()
+
+    def call() -> None:  # a wrangler call running in a pool thread, as status --all runs three
+        results.append(progress.wrangler_started(["wrangler", "d1", "execute"]))
+        release.wait(10)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    while len(results) < 3:
+        time.sleep(0.01)
+    assert progress.render(max(results) + 1).startswith("wrangler d1 execute (+2 more)  1.")
+    release.set()
+    for t in threads:
+        t.join()
+    progress.finish()
+    assert progress.render(max(results) + 1) is None
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch, tmp_path: Path) -> None:
