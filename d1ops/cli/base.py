@@ -333,7 +333,8 @@ def _print_version(ctx: click.Context) -> None:
 def cli(ctx: click.Context, config_path: str | None, quiet: bool, verbose: bool) -> None:
     """d1ops: safe, boring schema changes for Cloudflare D1.
 
-    Exit codes: 0 done; 1 operation failed; 2 usage or config error; 3 pending migrations (status --check).
+    Exit codes: 0 done; 1 operation failed; 2 usage or config error; 3 pending migrations (status --check);
+    130 interrupted (Ctrl-C).
     Shell completion: `d1ops completion bash|zsh|fish`.
 
     \b
