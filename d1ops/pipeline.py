@@ -204,8 +204,13 @@ class Change:
 
     def read_back(self, run: Run, cause: OutcomeUnknown) -> D1OpsError:
         """After a call whose outcome is unknown: read what the database holds, put it in the report, and
-        return the error to raise (saying exactly what is applied)."""
-        return cause
+        return the error to raise (saying exactly what is applied). By default: say that it is unknown."""
+        name = self.env.name
+        return D1OpsError(
+            f"The {self.command} call on {name} did not finish ({cause.detail}): whether it changed {name} is "
+            f"unknown, and it was not retried. Check the database (`d1ops execute {name} --command ...`, "
+            f"`d1ops status {name}`); `d1ops unlock {name}` if the lock is still held."
+        )
 
 
 def run_change(project: Project, change: Change, *, dry_run: bool = False, confirm: Confirm | None = None) -> RunReport:
@@ -214,7 +219,7 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
     report = RunReport(command=change.command, env=env.name, target=env.target, dry_run=dry_run, started_at=utc_now())
     run = Run(project, env, report, dry_run=dry_run)
     start = project.wrangler.processes
-    applying = False
+    applying = applied = False
     try:
         with tempfile.TemporaryDirectory(prefix="d1ops-run-") as tmp:
             run.work = Path(tmp)
@@ -246,7 +251,7 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
                 if lost is None:
                     raise
                 raise lost from exc
-            applying = False
+            applying, applied = False, True
             run.release()
             pause_point("before-report")
             return finish(project, report, start)
@@ -254,11 +259,11 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
         advice = run.release_quietly()
         raise failed(project, report, start, exc, advice) from exc
     except BaseException as exc:  # Ctrl-C, SIGTERM: read back what the apply did, release, file what is known
-        raise interrupted(project, change, run, start, exc, applying=applying) from exc
+        raise interrupted(project, change, run, start, exc, applying=applying, applied=applied) from exc
 
 
 def interrupted(
-    project: Project, change: Change, run: Run, start: int, exc: BaseException, *, applying: bool
+    project: Project, change: Change, run: Run, start: int, exc: BaseException, *, applying: bool, applied: bool
 ) -> RunFailed:
     """An interruption: wrangler was already stopped (wrangler.py kills its process group). During the apply,
     the state is read back so the report says exactly what is applied; a second Ctrl-C skips the read-back
@@ -270,7 +275,12 @@ def interrupted(
         f"d1ops was interrupted ({signal_name}) before {change.command} on {env.name} changed anything. "
         f"{change.untouched()}"
     )
-    if applying:
+    if applied:
+        error = Interrupted(
+            f"d1ops was interrupted ({signal_name}) after {change.command} on {env.name} was applied: the report "
+            "shows what was done."
+        )
+    elif applying:
         run.locked = False  # the apply call releases the lock itself, if it ran at all: see the read-back
         cause = OutcomeUnknown(["wrangler"], None, f"d1ops was interrupted ({signal_name}) and stopped wrangler")
         try:

@@ -52,16 +52,9 @@ LOCK_DDL = f"""CREATE TABLE IF NOT EXISTS {LOCK_TABLE}(
   acquired_at TEXT NOT NULL,
   expires_at  TEXT
 );"""
-# A lock table from before leases lacks expires_at, and SQLite has no ADD COLUMN IF NOT EXISTS: so the lock call
-# copies the (at most one) row into a table of the current shape, whatever the old one's. The NATURAL LEFT JOIN
-# takes expires_at from the old table when it has the column (a join column resolves to the left table's), and
-# NULL (from the one-row right side) when it does not. One process, in the same atomic batch as the lock.
-LOCK_UPGRADE = f"""DROP TABLE IF EXISTS {LOCK_TABLE}_next;
-{LOCK_DDL.replace(LOCK_TABLE, LOCK_TABLE + "_next", 1)}
-INSERT INTO {LOCK_TABLE}_next(id, owner, acquired_at, expires_at)
-  SELECT id, owner, acquired_at, expires_at FROM {LOCK_TABLE} NATURAL LEFT JOIN (SELECT NULL AS expires_at);
-DROP TABLE {LOCK_TABLE};
-ALTER TABLE {LOCK_TABLE}_next RENAME TO {LOCK_TABLE};"""
+# A lock table from before leases lacks expires_at (SQLite has no ADD COLUMN IF NOT EXISTS). The lock call then
+# fails as a whole (nothing done) and is sent again with this first: once in a database's life.
+LOCK_UPGRADE = f"ALTER TABLE {LOCK_TABLE} ADD COLUMN expires_at TEXT;"
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 LEASE_ENV_VAR = "D1OPS_LEASE_MINUTES"
 DEFAULT_LEASE_MINUTES = 120.0  # far past the slowest run: 5-minute wrangler timeouts for lock, backup, verify, apply
@@ -233,13 +226,13 @@ def lock_and_read_state(
 
     Raises LockHeld (naming the holder and the lease's age) when another run holds a live lease. A migration
     applied by plain wrangler gets the checksum of the file on disk recorded, once. A lock table from before
-    leases is given its expires_at column by the same batch (LOCK_UPGRADE).
+    leases makes the call fail (atomically: nothing done); it is sent again with LOCK_UPGRADE first, one more
+    process once in the database's life.
     """
     statements = [
         WRANGLER_DDL,
         CHECKSUM_DDL,
         LOCK_DDL,
-        LOCK_UPGRADE,
         _LOCK_QUERY + ";",  # the holder before: named if its expired lease is taken over
         f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND {_EXPIRED};",
         f"INSERT OR IGNORE INTO {LOCK_TABLE}(id, owner, acquired_at, expires_at) "
@@ -257,7 +250,13 @@ def lock_and_read_state(
     statements += [_STATE_QUERY + ";", _LOCK_QUERY + ";"]
     if with_schema:
         statements.append(SCHEMA_READ)
-    result = wrangler.execute(env, command="\n".join(statements))
+    try:
+        result = wrangler.execute(env, command="\n".join(statements))
+    except WranglerError as exc:
+        if "expires_at" not in exc.detail or "duplicate column" in exc.detail:
+            raise
+        statements.insert(3, LOCK_UPGRADE)  # a lock table from before leases: the batch did nothing; upgrade it
+        result = wrangler.execute(env, command="\n".join(statements))
     at = -4 if with_schema else -2
     before_at = at - 3 - (1 if files else 0)
     state = _state_from(env, result[at].results, result[at + 1].results)

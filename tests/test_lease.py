@@ -34,7 +34,7 @@ def test_lease_minutes_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
         lease_minutes()
 
 
-def test_a_lock_table_from_before_leases_gets_its_column_in_the_one_lock_call(proj: Proj) -> None:
+def test_a_lock_table_from_before_leases_gets_its_column_in_the_lock_call(proj: Proj) -> None:
     project = open_project(proj.config)
     project.wrangler.execute(project.config.env("dev"), command=OLD_LOCK)
 
@@ -42,7 +42,7 @@ def test_a_lock_table_from_before_leases_gets_its_column_in_the_one_lock_call(pr
 
     assert refused.exit_code == 1
     report = json.loads(refused.stdout)
-    assert report["wrangler_processes"] == 1  # the upgrade went with the lock call
+    assert report["wrangler_processes"] == 2  # the lock call, refused by the old table, then again with the upgrade
     assert "locked by old d1ops run 42 since 2026-01-01T00:00:00Z" in report["error"]
     assert "taken before leases existed, it does not expire" in report["error"]
     columns = [r[1] for r in proj.query("PRAGMA table_info(d1ops_lock)")]

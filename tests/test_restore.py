@@ -292,7 +292,7 @@ def test_restore_bookmark_goes_back_in_time_and_clears_the_stale_lock(
         uuid,
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes VALUES (1, 'kept');"
         "CREATE TABLE d1ops_lock (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, acquired_at TEXT NOT "
-        "NULL); INSERT INTO d1ops_lock VALUES (1, 'a migrate run', '2025-01-01');",
+        "NULL, expires_at TEXT); INSERT INTO d1ops_lock VALUES (1, 'a migrate run', '2025-01-01', '2025-01-02');",
     )
     bookmark = server.bookmarks(uuid)[-1]
     server.execute(uuid, "DELETE FROM d1ops_lock; DELETE FROM notes; INSERT INTO notes VALUES (2, 'mistake')")
