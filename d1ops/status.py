@@ -70,7 +70,8 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
     """Status of these environments: one wrangler process each, read concurrently.
 
     A remote environment is not read without credentials (no process started), nor shown as pending: its column
-    says why it could not be read, and every other column is still shown."""
+    says why it could not be read, and every other column is still shown (so does one whose read fails, when
+    several are shown; a single environment's failure is raised)."""
     start = project.wrangler.processes
     migrations = project.migrations()
     unavailable: dict[str, str] = {}
@@ -81,6 +82,8 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
         try:
             return read_state(project.wrangler, env)
         except WranglerError as exc:
+            if len(envs) == 1:  # the one environment asked for: its error is the answer
+                raise
             unavailable[env.name] = exc.detail.splitlines()[0] if exc.detail else "could not be read"
             return EnvState(env=env.name, applied={})
 
