@@ -317,6 +317,17 @@ def bookmark_restore_command(env: Environment, bookmark: str) -> str:
     )
 
 
+def export_database(project: Project, env: Environment, schema: DatabaseSchema, output: Path) -> None:
+    """The whole database as SQL that restores every object: wrangler's own export, or (FTS5 present, which
+    wrangler refuses) the fallback a backup uses."""
+    if not schema.virtual_tables:
+        export_sql(project, env, output, tables=schema.tables, whole=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:
+        _write_dump(project, env, Path(tmp), schema.tables, schema, True, "sql", Path(tmp))
+        shutil.move(Path(tmp) / SQL_DUMP, output)
+
+
 def export_file(project: Project, env: Environment, tables: list[str], output: Path, fmt: str) -> dict[str, int]:
     """The plain one-off export: one SQL dump, or the JSON rows of one table. Returns rows per table (JSON)."""
     if fmt not in FORMATS:
@@ -329,10 +340,8 @@ def export_file(project: Project, env: Environment, tables: list[str], output: P
         raise UsageError(f"Folder {output.parent} does not exist.")
     selected = tables or schema.tables
     try:
-        if fmt == "sql" and not tables and schema.virtual_tables:  # the whole database, as a backup holds it
-            with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:
-                _write_dump(project, env, Path(tmp), selected, schema, True, "sql", Path(tmp))
-                shutil.move(Path(tmp) / SQL_DUMP, output)
+        if fmt == "sql" and not tables:  # the whole database, as a backup holds it
+            export_database(project, env, schema, output)
             return {}
         if fmt == "sql":
             export_sql(project, env, output, tables=selected, whole=not tables)

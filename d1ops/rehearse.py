@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d1ops.backup import export_sql
+from d1ops.backup import export_database
 from d1ops.files import utc_now
 from d1ops.plans.migrate import plan_migrations
 from d1ops.project import Project
@@ -53,8 +53,8 @@ def rehearse(project: Project, env_name: str, *, only: set[str] | None = None) -
         work = Path(tmp)
         dump = work / "export.sql"
         schema = read_schema(project.wrangler, env)
-        if schema.tables:
-            export_sql(project, env, dump, tables=schema.tables, whole=not schema.virtual_tables)
+        if schema.tables:  # every object, FTS5 tables and triggers included: a migration may need them
+            export_database(project, env, schema, dump)
         else:
             dump.write_text("", encoding="utf-8")
         copy = copy_from_dump(ScratchD1(project.wrangler, work / "scratch"), dump, work, f"an export of {env.name}")

@@ -75,3 +75,27 @@ def test_promote_rehearse_stops_before_touching_the_target_when_the_rehearsal_fa
     assert "0004_seed.sql  check failed" in result.output
     assert "The rehearsal on a copy of staging failed: nothing was promoted." in result.output
     assert proj.query("SELECT name FROM d1_migrations ORDER BY id", "staging") == before
+
+
+def test_rehearse_copies_fts5_tables_and_their_triggers(proj: Proj) -> None:
+    project = open_project(proj.config)
+    project.wrangler.execute(
+        project.config.env("dev"),
+        command="CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
+        "CREATE VIRTUAL TABLE notes_fts USING fts5(body, content='notes', content_rowid='id');"
+        "CREATE TRIGGER notes_ai AFTER INSERT ON notes BEGIN "
+        "INSERT INTO notes_fts(rowid, body) VALUES (new.id, new.body); END;"
+        "INSERT INTO notes (body) VALUES ('漢字 first'), ('second');",
+    )
+    proj.write(
+        "migrations/0003_more_notes.sql",
+        "-- d1ops: verify SELECT count(*) = 2 FROM notes_fts WHERE notes_fts MATCH 'second OR third'\n"
+        "INSERT INTO notes (body) VALUES ('third');\n",
+    )
+
+    result = proj.run("rehearse", "dev", "--json")
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["copied_rows"]["notes"] == 2
+    assert report["migrations"][0]["checks"][0]["passed"] is True  # the copy has the FTS table and its trigger
