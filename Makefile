@@ -19,7 +19,7 @@ node_modules/.installed: package.json package-lock.json
 
 test: install
 	$(BIN)/ruff check d1ops tests bench
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 3 -q
 
 lint: install
 	$(BIN)/ruff check d1ops tests bench
