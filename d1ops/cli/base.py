@@ -63,10 +63,17 @@ yes_option = click.option(
 # Commands that act on every database of the project unless --db names one; the others need --db when there are
 # several.
 EVERY_DATABASE = {"migrate", "promote", "status", "rollback", "backup", "backups list", "backups prune", "lint"}
+def _complete_database(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from d1ops.cli.completion import complete_database
+
+    return complete_database(ctx, param, incomplete)
+
+
 db_option = click.option(
     "--db",
     "database",
     metavar="NAME",
+    shell_complete=_complete_database,
     help="The database to act on, when environments.yaml names several (default: all of them for migrate, "
     "promote, status, rollback, backup, backups list/prune, lint).",
 )

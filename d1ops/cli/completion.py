@@ -43,9 +43,15 @@ def complete_env(ctx: click.Context, _param: click.Parameter, incomplete: str) -
 
 
 def complete_database(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """The project's databases (one today: environments.yaml's `database`)."""
-    config = _config(ctx)
-    return _items([config.database] if config else [], incomplete)
+    """The project's databases (`database:`, or the names under `databases:`)."""
+    from d1ops.config import load_configs
+    from d1ops.errors import D1OpsError
+
+    try:
+        configs = load_configs(ctx.find_root().params.get("config_path"))
+    except (D1OpsError, OSError):
+        return []
+    return _items([c.database for c in configs], incomplete)
 
 
 def complete_migration(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
