@@ -362,4 +362,7 @@ def _terminated(signum: int, _frame: Any) -> None:
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     signal.signal(signal.SIGTERM, _terminated)
+    # Ctrl-C unwinds (wrangler stopped, lock released, report filed) even when d1ops was started with SIGINT
+    # ignored, as a non-interactive shell starts background jobs (`d1ops migrate … &` in a script or CI step).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cli(prog_name="d1ops")
