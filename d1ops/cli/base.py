@@ -63,6 +63,8 @@ yes_option = click.option(
 # Commands that act on every database of the project unless --db names one; the others need --db when there are
 # several.
 EVERY_DATABASE = {"migrate", "promote", "status", "rollback", "backup", "backups list", "backups prune", "lint"}
+
+
 def _complete_database(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     from d1ops.cli.completion import complete_database
 
