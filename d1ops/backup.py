@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from d1ops.schema import (
 )
 from d1ops.sqltext import StatementTooLarge, ident
 from d1ops.tracking import LOCK_TABLE, TRACKING_TABLES
-from d1ops.verify import BackupResult, verify_backup
+from d1ops.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
 
 FORMATS = ("sql", "json")
 
@@ -62,27 +63,43 @@ def take_backup(
         raise UsageError(f"Unknown backup format '{fmt}': use one of {', '.join(FORMATS)}.")
     started = utc_now()
     stamp = utc_stamp()
+    final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
+    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
+    early: _EarlyExport | None = None
+    if schema is None and tables:  # named tables: their export needs only the names; the schema is read beside it
+        try:
+            clean_dead_partials(final.parent)
+            make_private_dir(partial)
+            early = _EarlyExport(project, env, partial / SQL_DUMP, list(dict.fromkeys(tables)))
+        except OSError:
+            pass  # not writable: the steps below say so, in the backup's own words
     try:
         live: dict[str, int] | None = None
         if schema is None:
             schema, live = _read_schema_and_counts(project, env, tables)
+        whole = tables is None
+        if tables is None:
+            selected = [t for t in schema.tables if t != LOCK_TABLE]
+            if not [t for t in selected if t not in TRACKING_TABLES]:
+                return None
+        else:
+            check_tables(schema, tables, env)
+            selected = list(dict.fromkeys(tables))
     except WranglerError as exc:
+        _abandon(early, partial)
         raise BackupFailed(f"Backup of {env.name} failed reading the database: {exc.detail}") from exc
-    whole = tables is None
-    if tables is None:
-        selected = [t for t in schema.tables if t != LOCK_TABLE]
-        if not [t for t in selected if t not in TRACKING_TABLES]:
-            return None
-    else:
-        check_tables(schema, tables, env)
-        selected = list(dict.fromkeys(tables))
-    final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
-    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
+    except BaseException as exc:
+        _abandon(early, partial, wait=isinstance(exc, D1OpsError))  # Ctrl-C: not waited for (lifeline.py ends it)
+        raise
     clean_dead_partials(final.parent)
-    with tempfile.TemporaryDirectory(prefix="d1ops-backup-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="d1ops-backup-", ignore_cleanup_errors=True) as tmp:
         try:
-            make_private_dir(partial)
-            dumped = _write_dump(project, env, partial, selected, schema, whole, fmt, Path(tmp))
+            make_private_dir(partial, exist_ok=early is not None)
+            if early is not None:
+                early.result()
+            dumped = _write_dump(
+                project, env, partial, selected, schema, whole, fmt, Path(tmp), verify == "full", early is not None
+            )
             manifest: dict[str, Any] = {
                 "env": env.name,
                 "database": project.config.database,
@@ -126,7 +143,43 @@ def take_backup(
         except BaseException:  # Ctrl-C: no half backup left behind either
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        return verify_backup(project, final, level=verify or "quick", record=True, loaded=dumped.loaded)
+        return verify_backup(
+            project, final, level=verify or "quick", record=True, loaded=dumped.loaded, scratch=dumped.scratch
+        )
+
+
+class _EarlyExport:
+    """`wrangler d1 export` of named tables in a background thread, started before the schema read."""
+
+    def __init__(self, project: Project, env: Environment, output: Path, tables: list[str]) -> None:
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                export_sql(project, env, output, tables=tables, whole=False)
+            except BaseException as exc:  # handed to the caller's thread by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="d1ops-export", daemon=True)
+        self._thread.start()
+
+    def result(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _abandon(early: _EarlyExport | None, partial: Path, *, wait: bool = True) -> None:
+    """The schema read failed or refused the names: let the export end, and leave no folder behind."""
+    if early is None:
+        return
+    try:
+        if wait:
+            early.result()
+    except (D1OpsError, OSError):
+        pass
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 LIVE_ROWS_NOTE = (
@@ -206,6 +259,7 @@ class Dumped:
     virtual: list[dict[str, Any]]  # virtual tables: name, content (rows | rebuild | none), rows
     sequence: list[list[Any]]  # sqlite_sequence as in the dump
     loaded: Path | None  # the dump loaded into SQLite, when it is exactly the backup's dump.sql
+    scratch: ScratchLoad | None = None  # full verification's D1 load of that dump, started beside the SQLite load
 
 
 def _write_dump(
@@ -217,22 +271,31 @@ def _write_dump(
     whole: bool,
     fmt: str,
     tmp: Path,
+    full: bool = False,
+    exported: bool = False,
 ) -> Dumped:
     """Export through wrangler into `folder` (one process), load the export into SQLite and count it there.
 
     `whole`: a whole-database backup. When wrangler refuses to export it whole (virtual tables), the ordinary
     tables, `sqlite_sequence` and each regular FTS5 table's content are exported by name, and the rest of the
     schema is added from `schema`'s exact SQL; `dump.sql` is then written by d1ops, in restore order.
+    `full`: start full verification's D1 load of the export while it is loaded into SQLite here.
+    `exported`: the named tables' export is in `folder` already.
     """
     dump, db = folder / SQL_DUMP, tmp / "load.sqlite"
     fallback = whole and bool(schema.virtual_tables)
-    if whole and not fallback:
+    if exported:
+        pass  # the caller exported these named tables already
+    elif whole and not fallback:
         export_sql(project, env, dump, tables=tables, whole=True)
     else:
         export_sql(project, env, dump, tables=tables + (_fallback_extras(schema) if whole else []), whole=False)
+    scratch = start_scratch_load(project, dump, tmp) if full and fmt == "sql" and not fallback else None
     try:
         load_dump(dump, db)
     except (sqlite3.Error, ValueError, UnicodeDecodeError):
+        if scratch is not None:
+            scratch.wait()
         if fallback or fmt != "sql":
             raise
         # Kept, with no rows counted: its verification reports why it does not load, and it stays unverified.
@@ -256,7 +319,7 @@ def _write_dump(
             else []
         )
         if fmt == "sql":
-            return Dumped([SQL_DUMP], counts, virtual, sequence, None if fallback else db)
+            return Dumped([SQL_DUMP], counts, virtual, sequence, None if fallback else db, scratch)
         # JSON: the rows of each table (and of each regular FTS5 table, rowids included) streamed out of SQLite.
         names = []
         for table in tables:

@@ -64,16 +64,23 @@ class ScratchD1:
         files = [p for p in folder.glob("*.sqlite") if p.name != "metadata.sqlite"] if folder.is_dir() else []
         return files[0] if len(files) == 1 else None
 
-    def table_counts(self) -> dict[str, int]:
-        """Rows per ordinary table, read from the scratch file directly (no wrangler process)."""
+    def table_counts(self, tables: list[str] | None = None) -> dict[str, int]:
+        """Rows per table, read from the scratch file directly (no wrangler process): `tables`, or every
+        ordinary table. A table this Python's SQLite cannot read (an FTS5 module missing) is left out."""
         path = self.sqlite_file()
         if path is None:
             return {}
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            schema = read_schema_sqlite(conn)
-            skip = set(TRACKING_TABLES)
-            tables = [t for t in schema.tables if t not in skip]
-            return {t: conn.execute(f"SELECT count(*) FROM {ident(t)}").fetchone()[0] for t in tables}
+            if tables is None:
+                skip = set(TRACKING_TABLES)
+                tables = [t for t in read_schema_sqlite(conn).tables if t not in skip]
+            counts = {}
+            for table in tables:
+                try:
+                    counts[table] = conn.execute(f"SELECT count(*) FROM {ident(table)}").fetchone()[0]
+                except sqlite3.Error:
+                    continue
+            return counts
         finally:
             conn.close()

@@ -165,6 +165,22 @@ def sql_for_batch(sql: str) -> str:
 
 
 # -- statements bounded in bytes ----------------------------------------------------------------------------------
+WRANGLER_TRANSACTION = "BEGIN TRANSACTION"
+
+
+def wrangler_safe_literals(item: str) -> str:
+    """SQL literals (a row's values, a list of keys) that wrangler passes on unchanged.
+
+    `wrangler d1 execute --file` deletes the first `BEGIN TRANSACTION;` and the first `COMMIT;` of any file
+    that holds the text "BEGIN TRANSACTION" (case-sensitive), string literals included, and refuses a file
+    that holds it twice: a restored row reading 'BEGIN TRANSACTION; …' would lose text silently. In literals
+    the text can only sit inside a '…' string, so it is split there: 'BEGIN TRANSACT' || 'ION' is the same TEXT.
+    """
+    if WRANGLER_TRANSACTION not in item:
+        return item
+    return item.replace(WRANGLER_TRANSACTION, "BEGIN TRANSACT' || 'ION")
+
+
 def multi_row(
     head: str,
     tail: str,
@@ -176,12 +192,14 @@ def multi_row(
 ) -> Iterator[str]:
     """`head item,\\nitem … tail` statements of at most `max_items` items and `max_bytes` UTF-8 bytes each.
 
+    Items are SQL literals (a row's values, keys), made safe for wrangler (`wrangler_safe_literals`).
     An item that cannot fit in a statement on its own raises StatementTooLarge naming `what` and its position.
     """
     fixed = utf8_len(head) + utf8_len(tail)
     chunk: list[str] = []
     size = fixed
     for position, item in enumerate(items, 1):
+        item = wrangler_safe_literals(item)
         length = utf8_len(item) + 2
         if fixed + length > max_bytes:
             raise StatementTooLarge(

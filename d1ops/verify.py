@@ -2,8 +2,9 @@
 
 - quick: every file's sha256 matches the manifest, the dump stream-loads into a temporary SQLite database,
   and every table holds the rows the manifest lists.
-- full: quick, then the dump is loaded into a scratch local D1 through wrangler and the rows counted there:
-  the proof that D1 itself accepts it.
+- full: quick, and the dump is loaded into a scratch local D1 through wrangler and the rows counted there:
+  the proof that D1 itself accepts it. The D1 load (one wrangler process, most of the time) runs in a
+  background thread while the quick check loads SQLite, and the rows are counted in the file it wrote.
 
 A re-verification that cannot finish (wrangler busy, a timeout) leaves the manifest as it was, and a `quick`
 check never takes away a `full` that still holds.
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from d1ops import progress
 from d1ops.catalog import checksum_problems, read_manifest, write_manifest
@@ -53,18 +56,85 @@ class _Unfinished(Exception):
     """The check could not run to the end (not a verdict on the backup)."""
 
 
+class ScratchLoad:
+    """Full verification's D1 half: SQL written by `write` (at once), then loaded into a scratch local D1 in a
+    background thread, so the caller's own work (the quick check's SQLite load) runs beside wrangler."""
+
+    def __init__(self, project: Project, tmp: Path, write: Callable[[TextIO], None]) -> None:
+        self.scratch = ScratchD1(project.wrangler, tmp / "scratch")
+        self.source = tmp / "compact.sql"
+        self.problem: str | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            with self.source.open("w", encoding="utf-8") as out:
+                write(out)
+        except StatementTooLarge as exc:
+            self.problem = f"D1 cannot load it: {exc.message}"
+            return
+        self._thread = threading.Thread(target=self._load, name="d1ops-scratch-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self.scratch.run_file(self.source)
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self, expected: dict[str, int]) -> str | None:
+        """The verdict: None when D1 took every statement and holds the rows `expected` lists."""
+        self.wait()
+        if self.problem is not None:
+            return self.problem
+        if isinstance(self._error, WranglerError):
+            if _transient(self._error):
+                raise _Unfinished(self._error.detail)
+            return f"a scratch local D1 rejects the dump: {self._error.detail}"
+        if self._error is not None:
+            raise self._error
+        counted = self.scratch.table_counts(list(expected))
+        missing = [t for t in expected if t not in counted]
+        if missing:  # not readable from the file here (e.g. no FTS5 in this Python's SQLite): ask wrangler
+            try:
+                counted.update(self.scratch.count_rows(missing))
+            except WranglerError as exc:
+                if "no such table" in exc.detail:
+                    return f"the scratch D1 lacks a table the manifest lists: {exc.detail}"
+                raise _Unfinished(exc.detail) from None
+        wrong = [
+            f"{t}: {counted.get(t)} rows in D1, {n} in the manifest" for t, n in expected.items() if counted.get(t) != n
+        ]
+        return ("row counts differ in the scratch D1: " + "; ".join(wrong)) if wrong else None
+
+
+def start_scratch_load(project: Project, dump: Path, tmp: Path) -> ScratchLoad:
+    """Start full verification's D1 load of an SQL dump (compacted for D1 first)."""
+    return ScratchLoad(project, tmp, lambda out: write_compact_dump(dump, out))
+
+
 def verify_backup(
-    project: Project, folder: Path, *, level: str = "quick", record: bool = True, loaded: Path | None = None
+    project: Project,
+    folder: Path,
+    *,
+    level: str = "quick",
+    record: bool = True,
+    loaded: Path | None = None,
+    scratch: ScratchLoad | None = None,
 ) -> BackupResult:
     """Check a backup at `level`; with `record`, write the verdict into its manifest.
 
-    `loaded`: the backup's dump already loaded into SQLite by the run that just wrote it (not loaded again).
+    `loaded`: the backup's dump already loaded into SQLite by the run that just wrote it (not loaded again);
+    `scratch`: its D1 load, already started by that run (`full`).
     A check that could not finish raises BackupFailed and leaves the manifest untouched. A passing `quick`
     keeps a recorded `full`.
     """
     manifest = read_manifest(folder)
     try:
-        problem = _problem(project, folder, manifest, level, loaded)
+        problem = _problem(project, folder, manifest, level, loaded, scratch)
     except _Unfinished as exc:
         raise BackupFailed(
             f"Verification of {folder} could not finish: {exc}. The manifest was left as it was; run "
@@ -90,42 +160,66 @@ def verify_backup(
     return BackupResult(folder, manifest, verified, reached if verified else None, problem)
 
 
-def _problem(project: Project, folder: Path, manifest: dict[str, Any], level: str, loaded: Path | None) -> str | None:
+def _problem(
+    project: Project,
+    folder: Path,
+    manifest: dict[str, Any],
+    level: str,
+    loaded: Path | None,
+    scratch: ScratchLoad | None,
+) -> str | None:
+    """Why the backup fails `level`, or None. A D1 load still running is waited for (never left loading into a
+    folder about to be removed), except after Ctrl-C: then d1ops's exit ends it (lifeline.py)."""
+    problem = _files_problem(folder, manifest)
+    if problem is not None:
+        if scratch is not None:
+            scratch.wait()
+        return problem
+    progress.step(f"Verifying {folder.name} ({level})")
+    with tempfile.TemporaryDirectory(prefix="d1ops-verify-", ignore_cleanup_errors=True) as tmp:
+        if level == "full" and scratch is None and manifest.get("format", "sql") == "sql":
+            scratch = start_scratch_load(project, folder / SQL_DUMP, Path(tmp))  # beside the SQLite load
+        db = loaded or Path(tmp) / "verify.sqlite"
+        problem = _sqlite_problem(folder, manifest, loaded, db)
+        if problem is not None or level != "full":
+            if scratch is not None:
+                scratch.wait()
+            return problem
+        if scratch is None:  # JSON backups: D1 SQL written from the loaded SQLite
+            scratch = ScratchLoad(project, Path(tmp), lambda out: dump_sqlite(db, out))
+        return scratch.result(expected_rows(manifest))
+
+
+def _files_problem(folder: Path, manifest: dict[str, Any]) -> str | None:
     if not manifest["files"]:
         return "the manifest lists no files: it vouches for nothing"
     unlisted = sorted(set(_required_files(manifest)) - {str(f.get("name")) for f in manifest["files"]})
     if unlisted:
         return f"the manifest does not vouch for {', '.join(unlisted)} (no checksum listed)"
     problems = checksum_problems(folder, manifest)
-    if problems:
-        return "; ".join(problems)
-    expected = expected_rows(manifest)
-    progress.step(f"Verifying {folder.name} ({level})")
-    with tempfile.TemporaryDirectory(prefix="d1ops-verify-") as tmp:
-        db = loaded or Path(tmp) / "verify.sqlite"
-        if loaded is None:
-            try:
-                load_backup(folder, manifest, db)
-            except (sqlite3.Error, ValueError, OSError, UnicodeDecodeError) as exc:
-                return f"the dump does not load into SQLite: {exc}"
-        conn = sqlite3.connect(db)
+    return "; ".join(problems) if problems else None
+
+
+def _sqlite_problem(folder: Path, manifest: dict[str, Any], loaded: Path | None, db: Path) -> str | None:
+    """The quick check: the backup loads into SQLite and holds the rows its manifest lists."""
+    if loaded is None:
         try:
-            counted = {}
-            for name in expected:
-                try:
-                    counted[name] = conn.execute(f"SELECT count(*) FROM {ident(name)}").fetchone()[0]
-                except sqlite3.Error as exc:
-                    return f"table {name} is not in the dump ({exc})"
-        finally:
-            conn.close()
-        wrong = [
-            f"{t}: {counted[t]} rows in the dump, {n} in the manifest" for t, n in expected.items() if counted[t] != n
-        ]
-        if wrong:
-            return "row counts differ: " + "; ".join(wrong)
-        if level == "full":
-            return _problem_in_scratch_d1(project, folder, manifest, expected, db, Path(tmp))
-    return None
+            load_backup(folder, manifest, db)
+        except (sqlite3.Error, ValueError, OSError, UnicodeDecodeError) as exc:
+            return f"the dump does not load into SQLite: {exc}"
+    expected = expected_rows(manifest)
+    conn = sqlite3.connect(db)
+    try:
+        counted = {}
+        for name in expected:
+            try:
+                counted[name] = conn.execute(f"SELECT count(*) FROM {ident(name)}").fetchone()[0]
+            except sqlite3.Error as exc:
+                return f"table {name} is not in the dump ({exc})"
+    finally:
+        conn.close()
+    wrong = [f"{t}: {counted[t]} rows in the dump, {n} in the manifest" for t, n in expected.items() if counted[t] != n]
+    return ("row counts differ: " + "; ".join(wrong)) if wrong else None
 
 
 def expected_rows(manifest: dict[str, Any]) -> dict[str, int]:
@@ -142,36 +236,6 @@ def _required_files(manifest: dict[str, Any]) -> list[str]:
         return [SQL_DUMP]
     virtual = [v["name"] for v in manifest.get("virtual_tables") or [] if v.get("content") == "rows"]
     return [f"{name}.json" for name in [*(t["name"] for t in manifest["tables"]), *virtual]]
-
-
-def _problem_in_scratch_d1(
-    project: Project, folder: Path, manifest: dict[str, Any], expected: dict[str, int], db: Path, tmp: Path
-) -> str | None:
-    """Load the backup into a scratch local D1 and count the rows there."""
-    scratch = ScratchD1(project.wrangler, tmp / "scratch")
-    source = tmp / "compact.sql"
-    try:
-        with source.open("w", encoding="utf-8") as out:
-            if manifest.get("format", "sql") == "sql":
-                write_compact_dump(folder / SQL_DUMP, out)
-            else:
-                dump_sqlite(db, out)
-    except StatementTooLarge as exc:
-        return f"D1 cannot load it: {exc.message}"
-    try:
-        scratch.run_file(source)
-    except WranglerError as exc:
-        if _transient(exc):
-            raise _Unfinished(exc.detail) from None
-        return f"a scratch local D1 rejects the dump: {exc.detail}"
-    try:
-        counted = scratch.count_rows(list(expected))
-    except WranglerError as exc:
-        raise _Unfinished(exc.detail) from None
-    wrong = [
-        f"{t}: {counted.get(t)} rows in D1, {n} in the manifest" for t, n in expected.items() if counted.get(t) != n
-    ]
-    return ("row counts differ in the scratch D1: " + "; ".join(wrong)) if wrong else None
 
 
 def _transient(exc: WranglerError) -> bool:

@@ -75,3 +75,22 @@ def test_backup_of_a_table_with_a_quote_in_its_name_as_json_verified_in_full(pro
     execute(proj, """CREATE TABLE "it's" (id INTEGER PRIMARY KEY, "a""b" TEXT); INSERT INTO "it's" VALUES (1, 'x');""")
     summary = backup(proj, "it's", "--format", "json", "--verify", "full")
     assert summary["verified"] and summary["verify_level"] == "full" and summary["tables"] == {"it's": 1}
+
+
+def test_text_that_reads_begin_transaction_and_commit_round_trips_through_full_verify_and_restore(proj: Proj) -> None:
+    # wrangler's `execute --file` deletes the first "BEGIN TRANSACTION;" and "COMMIT;" of a file holding that
+    # text anywhere (string values included) and refuses a file holding it twice: restores would change rows.
+    notes = {
+        1: "BEGIN TRANSACTION; UPDATE accounts SET x = 1; COMMIT;",
+        2: "twice: BEGIN TRANSACTION; … BEGIN TRANSACTION; and COMMIT; COMMIT;",
+        3: "it's 'quoted' BEGIN TRANSACTION€😀",
+    }
+    rows = ", ".join(f"({i}, {quote(t)})" for i, t in notes.items())
+    execute(proj, f"CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\nINSERT INTO notes VALUES {rows};\n")
+    summary = backup(proj, "notes", "--verify", "full")
+    assert summary["verified"] and summary["verify_level"] == "full"
+    execute(proj, "UPDATE notes SET body = 'changed';")
+    restore = proj.run("restore", str(summary["path"]), "--env", "dev", "--json")
+    assert restore.exit_code == 0, restore.output
+    assert dict(proj.query("SELECT id, body FROM notes")) == notes
+    assert proj.query("SELECT typeof(body) FROM notes GROUP BY 1") == [("text",)]

@@ -88,3 +88,10 @@ def test_join_commands_counts_bytes() -> None:
     commands = list(join_commands(statements))
     assert all(utf8_len(c) <= 100_000 for c in commands)
     assert sum(c.count("SELECT") for c in commands) == 10
+
+
+def test_literals_holding_begin_transaction_are_split_for_wrangler_and_read_back_the_same() -> None:
+    value = "x BEGIN TRANSACTION; y 'q' BEGIN TRANSACTION COMMIT;"
+    [statement] = multi_row("SELECT ", ";", [sql_literal(value)])
+    assert "BEGIN TRANSACTION" not in statement
+    assert sqlite3.connect(":memory:").execute(statement).fetchone()[0] == value
