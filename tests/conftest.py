@@ -6,6 +6,8 @@ worker) and copied, local D1 state included, into each test's tmp_path.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import shutil
 import sqlite3
@@ -137,11 +139,11 @@ class Proj:
 
 
 def _miniflare_name(database_id: str) -> str:
-    # miniflare names a local D1 file after a durable-object id derived from the database id; find by probing.
-    return _PROBED.get(database_id, "")
-
-
-_PROBED: dict[str, str] = {}
+    """The file name miniflare gives a local D1: its durable-object id for the database id (miniflare's
+    durableObjectNamespaceIdFromName("miniflare-D1DatabaseObject", id)), so no probing process is needed."""
+    key = hashlib.sha256(b"miniflare-D1DatabaseObject").digest()
+    name_mac = hmac.new(key, database_id.encode(), "sha256").digest()[:16]
+    return (name_mac + hmac.new(key, name_mac, "sha256").digest()[:16]).hex()
 
 
 def make_project(
@@ -163,40 +165,12 @@ def make_project(
     return Proj(root)
 
 
-def _probe_local_files(proj: Proj) -> None:
-    """Learn which local SQLite file belongs to which environment (by a marker table), once per session."""
-    if len(_PROBED) == len(DB_IDS):
-        return
-    d1 = proj.root / LOCAL_D1
-    for path in d1.glob("*.sqlite"):
-        if path.name == "metadata.sqlite":
-            continue
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("SELECT env FROM _probe").fetchall()
-        except sqlite3.Error:
-            continue
-        finally:
-            conn.close()
-        if rows:
-            _PROBED[DB_IDS[rows[0][0]]] = path.stem
-
-
 @pytest.fixture(scope="session")
 def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The MVP template (migrations 0001, 0002) migrated on dev, built once per session."""
     os.environ.setdefault("D1OPS_WRANGLER", str(WRANGLER))
     root = tmp_path_factory.mktemp("template")
     proj = make_project(root)
-    from d1ops.project import open_project
-
-    project = open_project(proj.config)
-    for name in DB_IDS:
-        env = project.config.env(name)
-        project.wrangler.execute(env, command=f"CREATE TABLE _probe(env TEXT); INSERT INTO _probe VALUES ('{name}')")
-    _probe_local_files(proj)
-    for name in DB_IDS:
-        project.wrangler.execute(project.config.env(name), command="DROP TABLE _probe")
     result = proj.run("migrate", "dev")
     assert result.exit_code == 0, result.output
     return root
