@@ -68,6 +68,7 @@ def test_a_row_too_large_for_one_statement_is_a_clear_error_naming_table_and_row
     restore = proj.run("restore", str(quick["path"]), "--env", "dev")
     assert restore.exit_code == 1
     assert "huge" in restore.output and "number 2 ((2, '€€€" in restore.output and "180,007 bytes" in restore.output
+    assert "Nothing was restored." in restore.output
     assert proj.query("SELECT count(*) FROM huge") == [(0,)]  # nothing restored
 
 

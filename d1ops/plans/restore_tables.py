@@ -33,7 +33,7 @@ from d1ops.schema import (
     referencing,
     table_shape,
 )
-from d1ops.sqltext import KEYS_PER_STATEMENT, ident, join_commands, multi_row
+from d1ops.sqltext import KEYS_PER_STATEMENT, StatementTooLarge, ident, join_commands, multi_row
 from d1ops.tablediff import Dependent, TablePlan, delete_statements, in_list, key_literals, upsert_statements
 from d1ops.tracking import LOCK_TABLE, lease_guard_sql, release_lock_sql
 
@@ -128,10 +128,15 @@ class TablesRestore(BackupRestore):
         if triggers or self.missing:
             warn_virtual(run, self.schema, self.manifest, always=False)
         batch = run.work / "restore.sql"
-        with batch.open("w", encoding="utf-8") as out:
-            out.write(lease_guard_sql(run.owner))
-            write_table_batch(out, self.source_db, plans, triggers)
-            out.write(release_lock_sql(run.owner))
+        try:
+            with batch.open("w", encoding="utf-8") as out:
+                out.write(lease_guard_sql(run.owner))
+                write_table_batch(out, self.source_db, plans, triggers)
+                out.write(release_lock_sql(run.owner))
+        except StatementTooLarge as exc:  # found while writing the batch: nothing was sent to D1
+            raise RestoreFailed(
+                f"Cannot restore {self.env.name} from {self.folder}: {exc.message} Nothing was restored."
+            ) from None
         self.run_batch(run, batch)
 
     def _diff(self, run: Run, current: Path) -> list[TablePlan]:
