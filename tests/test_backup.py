@@ -34,6 +34,7 @@ def test_backup_one_table_writes_a_verified_private_backup(proj: Proj) -> None:
     result = proj.run("backup", "users", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert summary["wrangler_processes"] == 2  # the schema read and the export, side by side
     folder = Path(summary["path"])
     assert folder.parent == proj.root / "backups" / "dev" and folder.name.endswith("-users")
     assert sorted(p.name for p in folder.iterdir()) == ["dump.sql", "manifest.json"]
@@ -186,6 +187,7 @@ def test_full_verification_loads_into_a_scratch_d1(proj: Proj) -> None:
     summary = json.loads(result.stdout)
     assert summary["verify_level"] == "full"
     assert summary["tables"]["users"] == 4 and summary["tables"]["d1_migrations"] == 2
+    assert summary["wrangler_processes"] == 3  # schema, export, the scratch load (rows counted in its file)
     # the scratch project lived in a temporary folder: the real project's local state has one database only
     assert proj.query("SELECT count(*) FROM users") == [(4,)]
 

@@ -141,7 +141,7 @@ def backup_cmd(
     if result is None:
         raise UsageError(f"{environment.name} holds no tables yet: there is nothing to back up.")
     if as_json:
-        emit_json(result.summary())
+        emit_json({**result.summary(), "wrangler_processes": project.wrangler.processes})
     else:
         say(f"Backup: {result.path}")
         say(table(["TABLE", "ROWS"], [[t["name"], t["rows"]] for t in result.manifest["tables"]]))
