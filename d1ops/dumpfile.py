@@ -71,7 +71,12 @@ _CREATE_TRIGGER = re.compile(r"\s*CREATE\s+(TEMP\w*\s+)?TRIGGER\b", re.IGNORECAS
 
 
 def load_dump(dump: Path, db: Path) -> None:
-    """Stream-load an SQL dump into an on-disk SQLite database (memory stays flat for any dump size)."""
+    """Stream-load an SQL dump into an on-disk SQLite database (memory stays flat for any dump size).
+
+    Consecutive one-row INSERTs into one table (wrangler's export writes nothing else) are joined into INSERTs
+    of up to 500 rows: SQLite compiles a million one-row statements in ~3.9 s and the same rows joined in ~1.8 s
+    (measured here). Every other statement is run as it is.
+    """
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=OFF")
@@ -80,8 +85,8 @@ def load_dump(dump: Path, db: Path) -> None:
         # through Python's statement cache (~2x slower on a dump of a million one-row INSERTs, measured here).
         chunk: list[str] = []
         size = 0
-        for statement in restore_order(dump_statements(dump)):
-            chunk.append(statement if statement.endswith("\n") else statement + "\n")
+        for statement in _joined_rows(restore_order(dump_statements(dump))):
+            chunk.append(statement)
             size += len(statement)
             if size > 1 << 20:
                 conn.executescript("BEGIN;\n" + "".join(chunk) + "COMMIT;\n")
@@ -89,6 +94,32 @@ def load_dump(dump: Path, db: Path) -> None:
         conn.executescript("BEGIN;\n" + "".join(chunk) + "COMMIT;\n")
     finally:
         conn.close()
+
+
+def _joined_rows(statements: Iterable[str], limit: int = 500) -> Iterator[str]:
+    """The same statements, each ending in ";\n", with runs of `INSERT INTO "t" VALUES(…);` into one table
+    joined as `INSERT INTO "t" VALUES(…),(…);` (each statement is whole: the tokenizer cut it)."""
+    prefix = ""
+    rows: list[str] = []
+    for statement in statements:
+        if prefix and len(rows) < limit and statement.startswith(prefix) and statement.endswith(");\n"):
+            rows.append(statement[len(prefix) - 1 : -2])
+            continue
+        if rows:
+            yield ",".join(rows) + ";\n"
+            rows = []
+        match = _ROW_PREFIX.match(statement)
+        if match is not None and statement.endswith(");\n"):
+            prefix = match.group()
+            rows.append(statement[:-2])
+        else:
+            prefix = ""
+            yield statement if statement.endswith("\n") else statement + "\n"
+    if rows:
+        yield ",".join(rows) + ";\n"
+
+
+_ROW_PREFIX = re.compile(r'INSERT INTO "(?:[^"]|"")+" VALUES\(')
 
 
 def load_backup(folder: Path, manifest: dict[str, Any], db: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,28 @@ def test_literals_holding_begin_transaction_are_split_for_wrangler_and_read_back
     [statement] = multi_row("SELECT ", ";", [sql_literal(value)])
     assert "BEGIN TRANSACTION" not in statement
     assert sqlite3.connect(":memory:").execute(statement).fetchone()[0] == value
+
+
+def test_load_dump_joins_one_row_inserts_without_touching_values_that_look_like_statements(tmp_path: Path) -> None:
+    from d1ops.dumpfile import load_dump
+
+    dump = tmp_path / "dump.sql"
+    dump.write_text(
+        "PRAGMA defer_foreign_keys=TRUE;\n"
+        'CREATE TABLE "a""b" (id INTEGER PRIMARY KEY, t TEXT, b BLOB);\nCREATE TABLE c (x);\n'
+        """INSERT INTO "a""b" VALUES(1,'x);\nINSERT INTO "a""b" VALUES(9,''zz'');',NULL);\n"""
+        "INSERT INTO \"a\"\"b\" VALUES(2,'multi\nline',X'00FF');\n"
+        'INSERT INTO "c" VALUES(1);\nINSERT INTO "c" VALUES(2);\n'
+        "CREATE TRIGGER tr AFTER INSERT ON c BEGIN INSERT INTO c VALUES (99); END;\n"
+        + "".join(f'INSERT INTO "c" VALUES({i});\n' for i in range(3, 1203))  # more than one joined statement
+        + 'INSERT INTO "a""b" VALUES(3,\'last\',NULL);',  # wrangler ends its dump without a newline
+        encoding="utf-8",
+    )
+    load_dump(dump, tmp_path / "loaded.sqlite")
+    conn = sqlite3.connect(tmp_path / "loaded.sqlite")
+    assert conn.execute('SELECT * FROM "a""b" ORDER BY id').fetchall() == [
+        (1, 'x);\nINSERT INTO "a""b" VALUES(9,\'zz\');', None),
+        (2, "multi\nline", b"\x00\xff"),
+        (3, "last", None),
+    ]
+    assert conn.execute("SELECT count(*), min(x), max(x) FROM c").fetchone() == (1202, 1, 1202)  # no trigger fired
