@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from d1ops.schema import ORDINARY_TABLES_QUERY, DatabaseSchema, read_schema_sqlite, table_shape
-from d1ops.sqltext import ident, insert_statements, iter_statements, multi_row, quote
+from d1ops.sqltext import (
+    WRANGLER_TRANSACTION,
+    StatementTooLarge,
+    ident,
+    insert_statements,
+    iter_statements,
+    multi_row,
+    quote,
+)
 
 SQL_DUMP = "dump.sql"
 SCHEMA_FILE = "schema.sql"
@@ -28,14 +36,26 @@ def dump_statements(path: Path) -> Iterator[str]:
         yield from iter_statements(handle)
 
 
-_SINGLE_INSERT = re.compile(r'^INSERT INTO ("(?:[^"]|"")+") VALUES\s*(\(.*\));\s*$', re.DOTALL)
+_ROW_PREFIX = re.compile(r'INSERT INTO "(?:[^"]|"")+" VALUES\(')
+_SEQUENCE_PREFIX = 'INSERT INTO "sqlite_sequence" VALUES('
 
 
-def _insert_table(statement: str) -> str | None:
-    match = _SINGLE_INSERT.match(statement.strip())
-    if match is None or match.group(1) == '"sqlite_sequence"':
-        return None
-    return match.group(1)
+def dump_rows(statements: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Each statement (ending in a newline) as (prefix, text): a one-row INSERT `INSERT INTO "t" VALUES(…);` as
+    ('INSERT INTO "t" VALUES(', '(…)'), the way wrangler's export writes every row; any other as ("", statement).
+    Each statement is whole (the tokenizer cut it), so a value that looks like a statement stays inside its row.
+    """
+    prefix = ""
+    for statement in statements:
+        if not (statement.endswith(";\n") and statement[:1] == "I"):  # e.g. the last (wrangler ends its dump
+            statement = statement.strip() + "\n"  # without a newline), or one after a value with a newline
+        if not (prefix and statement.startswith(prefix) and statement.endswith(");\n")):
+            match = _ROW_PREFIX.match(statement)
+            prefix = match.group() if match is not None and statement.endswith(");\n") else ""
+        if prefix:
+            yield prefix, statement[len(prefix) - 1 : -2]
+        else:
+            yield "", statement
 
 
 def write_compact_dump(dump: Path, out: TextIO) -> None:
@@ -44,12 +64,23 @@ def write_compact_dump(dump: Path, out: TextIO) -> None:
     The same rows and statements otherwise; wrangler's local `execute --file` costs ~1 ms and more per
     statement (100,000 one-row INSERTs: 110 s; the same rows 200 per statement: 2.5 s, measured here).
     """
-    for table, group in itertools.groupby(restore_order(dump_statements(dump)), key=_insert_table):
-        if table is None:
-            out.writelines(s.strip("\n") + "\n" for s in group)
+    for prefix, group in itertools.groupby(dump_rows(restore_order(dump_statements(dump))), key=lambda r: r[0]):
+        if not prefix or prefix == _SEQUENCE_PREFIX:
+            whole = (prefix + text[1:] + ";\n" if prefix else text.strip("\n") + "\n" for _, text in group)
+            out.writelines(_as_is(statement) for statement in whole)
             continue
-        values = (_SINGLE_INSERT.match(s.strip()).group(2) for s in group)  # type: ignore[union-attr]
-        out.writelines(multi_row(f"INSERT INTO {table} VALUES", ";\n", values, what=f"table {table}: row"))
+        head = prefix[:-1]
+        what = f"table {head[len('INSERT INTO ') : -len(' VALUES')]}: row"
+        out.writelines(multi_row(head, ";\n", (text for _, text in group), what=what))
+
+
+def _as_is(statement: str) -> str:
+    if WRANGLER_TRANSACTION in statement:  # not a row d1ops can split (see sqltext.wrangler_safe_literals)
+        raise StatementTooLarge(
+            f"a statement of the dump holds the text {WRANGLER_TRANSACTION!r} ({statement[:80].strip()}…): "
+            "wrangler's execute --file would delete part of it, so D1 cannot be given it unchanged."
+        )
+    return statement
 
 
 def restore_order(statements: Iterable[str]) -> Iterator[str]:
@@ -85,7 +116,7 @@ def load_dump(dump: Path, db: Path) -> None:
         # through Python's statement cache (~2x slower on a dump of a million one-row INSERTs, measured here).
         chunk: list[str] = []
         size = 0
-        for statement in _joined_rows(restore_order(dump_statements(dump))):
+        for statement in _joined(dump_rows(restore_order(dump_statements(dump)))):
             chunk.append(statement)
             size += len(statement)
             if size > 1 << 20:
@@ -96,30 +127,14 @@ def load_dump(dump: Path, db: Path) -> None:
         conn.close()
 
 
-def _joined_rows(statements: Iterable[str], limit: int = 500) -> Iterator[str]:
-    """The same statements, each ending in ";\n", with runs of `INSERT INTO "t" VALUES(…);` into one table
-    joined as `INSERT INTO "t" VALUES(…),(…);` (each statement is whole: the tokenizer cut it)."""
-    prefix = ""
-    rows: list[str] = []
-    for statement in statements:
-        if prefix and len(rows) < limit and statement.startswith(prefix) and statement.endswith(");\n"):
-            rows.append(statement[len(prefix) - 1 : -2])
+def _joined(rows: Iterable[tuple[str, str]], limit: int = 500) -> Iterator[str]:
+    """Statements for SQLite: runs of rows into one table joined, up to `limit` rows per INSERT."""
+    for prefix, group in itertools.groupby(rows, key=lambda r: r[0]):
+        if not prefix:
+            yield from (text for _, text in group)
             continue
-        if rows:
-            yield ",".join(rows) + ";\n"
-            rows = []
-        match = _ROW_PREFIX.match(statement)
-        if match is not None and statement.endswith(");\n"):
-            prefix = match.group()
-            rows.append(statement[:-2])
-        else:
-            prefix = ""
-            yield statement if statement.endswith("\n") else statement + "\n"
-    if rows:
-        yield ",".join(rows) + ";\n"
-
-
-_ROW_PREFIX = re.compile(r'INSERT INTO "(?:[^"]|"")+" VALUES\(')
+        while batch := [text for _, text in itertools.islice(group, limit)]:
+            yield prefix[:-1] + ",".join(batch) + ";\n"
 
 
 def load_backup(folder: Path, manifest: dict[str, Any], db: Path) -> None:

@@ -23,7 +23,8 @@ KEYS_PER_STATEMENT = 500
 
 
 class StatementTooLarge(D1OpsError):
-    """One row (or one statement) cannot fit in D1's statement limit."""
+    """One row (or one statement) cannot be given to D1 as it is: over its statement limit, or holding text
+    that wrangler would change on the way (see wrangler_safe_literals)."""
 
 
 def utf8_len(text: str) -> int:
@@ -114,6 +115,10 @@ class _Scanner:
         if start < n:
             self.buffer.append(text[start:])
 
+    def blank(self) -> bool:
+        """Between statements: nothing but blanks since the last one (the fast path may take the next line)."""
+        return not self.buffer or (self.state == "" and not "".join(self.buffer).strip())
+
     def rest(self) -> str:
         return "".join(self.buffer)
 
@@ -128,7 +133,8 @@ def iter_statements(chunks: Iterable[str]) -> Iterator[str]:
     complete = sqlite3.complete_statement
     for chunk in chunks:
         # The fast path for a dump's lines: one whole statement per line, with its only `;` at the end.
-        if not scanner.buffer and chunk.count(";") == 1 and chunk.rstrip().endswith(";") and complete(chunk):
+        if scanner.blank() and chunk.count(";") == 1 and chunk.rstrip().endswith(";") and complete(chunk):
+            scanner.buffer = []  # only the blank after the previous statement
             yield chunk
         else:
             yield from scanner.feed(chunk)

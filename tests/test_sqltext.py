@@ -121,3 +121,28 @@ def test_load_dump_joins_one_row_inserts_without_touching_values_that_look_like_
         (3, "last", None),
     ]
     assert conn.execute("SELECT count(*), min(x), max(x) FROM c").fetchone() == (1202, 1, 1202)  # no trigger fired
+
+
+def test_compact_dump_splits_begin_transaction_in_every_row_and_refuses_it_elsewhere(tmp_path: Path) -> None:
+    import io
+
+    from d1ops.dumpfile import write_compact_dump
+
+    dump = tmp_path / "dump.sql"
+    rows = ["'a; b; c'", "'BEGIN TRANSACTION; x'", "'multi\nline BEGIN TRANSACTION'", "'BEGIN TRANSACTION'"]
+    dump.write_text(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\n"
+        + "".join(f'INSERT INTO "t" VALUES({i},{v});\n' for i, v in enumerate(rows)),
+        encoding="utf-8",
+    )
+    out = io.StringIO()
+    write_compact_dump(dump, out)
+    assert "BEGIN TRANSACTION" not in out.getvalue()
+    assert out.getvalue().count("INSERT INTO") == 1  # rows after a statement the slow path cut are joined too
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(out.getvalue())
+    assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY id")] == [r[1:-1] for r in rows]
+
+    dump.write_text("CREATE TABLE u(v TEXT DEFAULT 'BEGIN TRANSACTION');\n", encoding="utf-8")
+    with pytest.raises(StatementTooLarge, match="BEGIN TRANSACTION"):
+        write_compact_dump(dump, io.StringIO())
