@@ -11,12 +11,12 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from d1ops import __version__
+from d1ops.background import Background
 from d1ops.catalog import write_manifest
 from d1ops.config import Environment
 from d1ops.dumpfile import SCHEMA_FILE, SQL_DUMP, complete_from_schema, dump_sqlite, load_dump, write_table_json
@@ -65,12 +65,15 @@ def take_backup(
     stamp = utc_stamp()
     final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
-    early: _EarlyExport | None = None
+    early: Background | None = None
     if schema is None and tables:  # named tables: their export needs only the names; the schema is read beside it
         try:
             clean_dead_partials(final.parent)
             make_private_dir(partial)
-            early = _EarlyExport(project, env, partial / SQL_DUMP, list(dict.fromkeys(tables)))
+            names = list(dict.fromkeys(tables))
+            early = Background(
+                lambda: export_sql(project, env, partial / SQL_DUMP, tables=names, whole=False), "export"
+            )
         except OSError:
             pass  # not writable: the steps below say so, in the backup's own words
     try:
@@ -91,7 +94,8 @@ def take_backup(
     except BaseException as exc:
         _abandon(early, partial, wait=isinstance(exc, D1OpsError))  # Ctrl-C: not waited for (lifeline.py ends it)
         raise
-    clean_dead_partials(final.parent)
+    if early is None:  # an early export cleaned them before it started
+        clean_dead_partials(final.parent)
     with tempfile.TemporaryDirectory(prefix="d1ops-backup-", ignore_cleanup_errors=True) as tmp:
         try:
             make_private_dir(partial, exist_ok=early is not None)
@@ -148,38 +152,13 @@ def take_backup(
         )
 
 
-class _EarlyExport:
-    """`wrangler d1 export` of named tables in a background thread, started before the schema read."""
-
-    def __init__(self, project: Project, env: Environment, output: Path, tables: list[str]) -> None:
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                export_sql(project, env, output, tables=tables, whole=False)
-            except BaseException as exc:  # handed to the caller's thread by result()
-                self._error = exc
-
-        self._thread = threading.Thread(target=run, name="d1ops-export", daemon=True)
-        self._thread.start()
-
-    def result(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
-def _abandon(early: _EarlyExport | None, partial: Path, *, wait: bool = True) -> None:
+def _abandon(early: Background | None, partial: Path, *, wait: bool = True) -> None:
     """The schema read failed or refused the names: let the export end, and leave no folder behind."""
     if early is None:
         return
-    try:
-        if wait:
-            early.result()
-    except (D1OpsError, OSError):
-        pass
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    if wait:
+        early.wait()
+    shutil.rmtree(partial, ignore_errors=True)
 
 
 LIVE_ROWS_NOTE = (

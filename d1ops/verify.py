@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from d1ops import progress
+from d1ops.background import Background
 from d1ops.catalog import checksum_problems, read_manifest, write_manifest
 from d1ops.dumpfile import SQL_DUMP, dump_sqlite, load_backup, write_compact_dump
 from d1ops.errors import BackupFailed, ContentionError, WranglerError
@@ -64,38 +64,29 @@ class ScratchLoad:
         self.scratch = ScratchD1(project.wrangler, tmp / "scratch")
         self.source = tmp / "compact.sql"
         self.problem: str | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._load: Background | None = None
         try:
             with self.source.open("w", encoding="utf-8") as out:
                 write(out)
         except StatementTooLarge as exc:
             self.problem = f"D1 cannot load it: {exc.message}"
             return
-        self._thread = threading.Thread(target=self._load, name="d1ops-scratch-load", daemon=True)
-        self._thread.start()
-
-    def _load(self) -> None:
-        try:
-            self.scratch.run_file(self.source)
-        except BaseException as exc:  # handed to the caller's thread by result()
-            self._error = exc
+        self._load = Background(lambda: self.scratch.run_file(self.source), "d1ops-scratch-load")
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
+        if self._load is not None:
+            self._load.wait()
 
     def result(self, expected: dict[str, int]) -> str | None:
         """The verdict: None when D1 took every statement and holds the rows `expected` lists."""
-        self.wait()
-        if self.problem is not None:
+        if self.problem is not None or self._load is None:
             return self.problem
-        if isinstance(self._error, WranglerError):
-            if _transient(self._error):
-                raise _Unfinished(self._error.detail)
-            return f"a scratch local D1 rejects the dump: {self._error.detail}"
-        if self._error is not None:
-            raise self._error
+        try:
+            self._load.result()
+        except WranglerError as exc:
+            if _transient(exc):
+                raise _Unfinished(exc.detail) from None
+            return f"a scratch local D1 rejects the dump: {exc.detail}"
         counted = self.scratch.table_counts(list(expected))
         missing = [t for t in expected if t not in counted]
         if missing:  # not readable from the file here (e.g. no FTS5 in this Python's SQLite): ask wrangler
