@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from d1ops.errors import WranglerError
-from d1ops.wrangler import Wrangler
+from d1ops.wrangler.runner import Wrangler
 from tests.conftest import Proj
 
 REQUIRED_DEV = """\
@@ -252,7 +252,7 @@ def test_compact_dump_joins_one_row_inserts_and_keeps_every_value(tmp_path: Path
     import io
     import sqlite3
 
-    from d1ops.dumpfile import load_dump, write_compact_dump
+    from d1ops.backups.dumpfile import load_dump, write_compact_dump
 
     dump = tmp_path / "dump.sql"
     values = ["plain", "it's", "semi; colon", "close);paren", "new\nline", None]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from d1ops.project import open_project
-from d1ops.sqltext import quote, utf8_len
+from d1ops.project.project import open_project
+from d1ops.sql.text import quote, utf8_len
 from tests.conftest import Proj
 
 UNIT = "日本語テキスト€😀abc "  # 12 characters, 32 bytes of UTF-8

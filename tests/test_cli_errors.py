@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from d1ops import pipeline
 from d1ops.cli import cli
 from d1ops.cli.base import render_run
-from d1ops.pipeline import MigrationOutcome, RunReport
+from d1ops.run import sequence as pipeline
+from d1ops.run.sequence import MigrationOutcome, RunReport
 from tests.conftest import Proj, make_project
 
 

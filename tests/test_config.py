@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from d1ops.config import load_config
 from d1ops.errors import ConfigError
+from d1ops.project.config import load_config
 from tests.conftest import THREE_LOCAL_ENVIRONMENTS, THREE_LOCAL_WRANGLER, Proj, make_project
 
 

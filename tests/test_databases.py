@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from d1ops.config import load_config, load_configs
 from d1ops.errors import ConfigError
+from d1ops.project.config import load_config, load_configs
 from tests.conftest import Proj, make_project
 
 TWO_DB_WRANGLER = """\

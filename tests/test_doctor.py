@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from d1ops.project import open_project
+from d1ops.project.project import open_project
 from tests.conftest import THREE_LOCAL_ENVIRONMENTS, Proj, make_project
 
 REMOTE_ENVIRONMENTS = THREE_LOCAL_ENVIRONMENTS.replace(

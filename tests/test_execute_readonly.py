@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from d1ops.project import open_project
+from d1ops.project.project import open_project
 from tests.conftest import Proj
 
 

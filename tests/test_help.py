@@ -142,7 +142,15 @@ def test_completion_refuses_an_unknown_shell() -> None:
 
 
 # -- start-up ---------------------------------------------------------------------------------------------------
-HEAVY = ("sh", "d1ops.wrangler", "d1ops.pipeline", "d1ops.backup", "d1ops.plans.restore", "d1ops.schema", "sqlite3")
+HEAVY = (
+    "sh",
+    "d1ops.wrangler.runner",
+    "d1ops.run.sequence",
+    "d1ops.backups.take",
+    "d1ops.changes.restore",
+    "d1ops.sql.schema",
+    "sqlite3",
+)
 PROBE = """
 import sys
 from d1ops.cli import main

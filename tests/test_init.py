@@ -11,10 +11,10 @@ import yaml
 from click.testing import CliRunner
 
 from d1ops.cli import cli
-from d1ops.config import load_configs
 from d1ops.errors import ConfigError
-from d1ops.init import init_project
-from d1ops.migrations import discover_migrations
+from d1ops.project.config import load_configs
+from d1ops.project.init import init_project
+from d1ops.project.migrations import discover_migrations
 from tests.conftest import REPO, Proj
 
 JSONC_NO_ENV = """\

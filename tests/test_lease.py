@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from d1ops import pipeline
 from d1ops.errors import ConfigError
-from d1ops.project import open_project
-from d1ops.tracking import lease_minutes
-from d1ops.wrangler import Wrangler
+from d1ops.project.project import open_project
+from d1ops.run import sequence as pipeline
+from d1ops.run.tracking import lease_minutes
+from d1ops.wrangler.runner import Wrangler
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import Proj
 from tests.test_restore import REMOTE_ENVIRONMENTS, REMOTE_WRANGLER

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from d1ops.dumpfile import SQL_DUMP, load_dump
-from d1ops.project import open_project
+from d1ops.backups.dumpfile import SQL_DUMP, load_dump
+from d1ops.project.project import open_project
 from tests.conftest import WRANGLER, Proj
 from tests.test_backup import REQUIRED_DEV
 

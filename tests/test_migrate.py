@@ -270,7 +270,7 @@ def test_real_project_folder_migrates_in_wranglers_order_to_the_same_schema(tmp_
 
 def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
-    from d1ops.project import open_project
+    from d1ops.project.project import open_project
 
     project = open_project(proj.config)  # behind d1ops' back: `d1ops execute` of a write takes the lock itself
     project.wrangler.execute(
@@ -299,7 +299,7 @@ def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
 )
 def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypatch, message: str) -> None:
     from d1ops.errors import WranglerError
-    from d1ops.wrangler import Wrangler
+    from d1ops.wrangler.runner import Wrangler
 
     real_run = Wrangler.run
     seen: list[list[str]] = []
@@ -310,7 +310,7 @@ def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypat
             raise WranglerError(["wrangler", *args], 1, message)
         return real_run(self, args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("d1ops.wrangler.time.sleep", lambda _s: None)
+    monkeypatch.setattr("d1ops.wrangler.runner.time.sleep", lambda _s: None)
     monkeypatch.setattr(Wrangler, "run", run)
     result = proj.run("execute", "dev", "--command", "SELECT count(*) AS n FROM users", "--json")
     assert result.exit_code == 0, result.output
@@ -321,12 +321,12 @@ def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypat
 
 def test_busy_database_that_stays_locked_is_reported_as_contention(proj: Proj, monkeypatch) -> None:
     from d1ops.errors import WranglerError
-    from d1ops.wrangler import Wrangler
+    from d1ops.wrangler.runner import Wrangler
 
     def run(self: Wrangler, args: list[str], **kwargs: object) -> str:
         raise WranglerError(["wrangler", *args], 1, "database is locked: SQLITE_BUSY")
 
-    monkeypatch.setattr("d1ops.wrangler.time.sleep", lambda _s: None)
+    monkeypatch.setattr("d1ops.wrangler.runner.time.sleep", lambda _s: None)
     monkeypatch.setattr(Wrangler, "run", run)
     result = proj.run("execute", "dev", "--command", "SELECT 1")
     assert result.exit_code == 1

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from d1ops.errors import ConfigError, UsageError
-from d1ops.migrations import MigrationSet, discover_migrations, new_migration, wrangler_order
-from d1ops.sqltext import sql_for_batch
+from d1ops.project.migrations import MigrationSet, discover_migrations, new_migration, wrangler_order
+from d1ops.sql.text import sql_for_batch
 
 
 def names_and_numbering(found: MigrationSet) -> list[tuple[str, str]]:

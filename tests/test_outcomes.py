@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from d1ops.errors import OutcomeUnknown
-from d1ops.wrangler import Wrangler
+from d1ops.wrangler.runner import Wrangler
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import Proj
 from tests.test_remote import STAGING_ONLY_NO_BACKUP, api, output_of, staging_project  # noqa: F401

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from d1ops import progress
+from d1ops.support import progress
 from tests.conftest import WRANGLER, Proj
 
 

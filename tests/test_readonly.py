@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from d1ops.readonly import is_read_only, scratch_schema
+from d1ops.sql.readonly import is_read_only, scratch_schema
 
 SCHEMA = ["CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT);\nCREATE VIEW v AS SELECT id FROM users;"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from d1ops.config import load_config
-from d1ops.wrangler import Wrangler
+from d1ops.project.config import load_config
+from d1ops.wrangler.runner import Wrangler
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import DB_IDS, Proj, make_project
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from d1ops.project import open_project
+from d1ops.project.project import open_project
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import Proj
 

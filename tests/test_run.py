@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from d1ops.files import unique_stamp
-from d1ops.project import open_project
+from d1ops.project.project import open_project
+from d1ops.support.files import unique_stamp
 from tests.conftest import Proj
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from d1ops.sqltext import (
+from d1ops.sql.text import (
     D1_STATEMENT_BYTES,
     StatementTooLarge,
     insert_statements,
@@ -99,7 +99,7 @@ def test_literals_holding_begin_transaction_are_split_for_wrangler_and_read_back
 
 
 def test_load_dump_joins_one_row_inserts_without_touching_values_that_look_like_statements(tmp_path: Path) -> None:
-    from d1ops.dumpfile import load_dump
+    from d1ops.backups.dumpfile import load_dump
 
     dump = tmp_path / "dump.sql"
     dump.write_text(
@@ -126,7 +126,7 @@ def test_load_dump_joins_one_row_inserts_without_touching_values_that_look_like_
 def test_compact_dump_splits_begin_transaction_in_every_row_and_refuses_it_elsewhere(tmp_path: Path) -> None:
     import io
 
-    from d1ops.dumpfile import write_compact_dump
+    from d1ops.backups.dumpfile import write_compact_dump
 
     dump = tmp_path / "dump.sql"
     rows = ["'a; b; c'", "'BEGIN TRANSACTION; x'", "'multi\nline BEGIN TRANSACTION'", "'BEGIN TRANSACTION'"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from d1ops.schema import table_shape
-from d1ops.tablediff import Dependent, TablePlan, delete_statements, upsert_statements
+from d1ops.sql.schema import table_shape
+from d1ops.sql.tablediff import Dependent, TablePlan, delete_statements, upsert_statements
 
 
 def databases(tmp_path: Path) -> sqlite3.Connection:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from d1ops.project import open_project
+from d1ops.project.project import open_project
 from tests.conftest import Proj
 
 # Upper-case BEGIN/END: wrangler's SQL splitter closes a trigger body only on a case-sensitive `END`.

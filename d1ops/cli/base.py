@@ -18,16 +18,18 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
+from d1ops.cli.render import text_table
+from d1ops.errors import D1OpsError, GateRefused, UsageError
+
 # Only what --help, --version and completion need is imported here; the core is imported inside the commands
 # (d1ops --help must start in ≤ 0.10 s over a bare Python: see the start-up row of `make bench`).
-from d1ops import about, progress
-from d1ops.errors import D1OpsError, GateRefused, UsageError
-from d1ops.render import text_table
-from d1ops.wrangler_output import mask_secrets, redact
+from d1ops.project import about
+from d1ops.support import progress
+from d1ops.wrangler.output import mask_secrets, redact
 
 if TYPE_CHECKING:
-    from d1ops import pipeline
-    from d1ops.config import Environment
+    from d1ops.project.config import Environment
+    from d1ops.run import sequence as pipeline
 
 EXIT_INTERRUPTED = 130  # as pipeline.EXIT_INTERRUPTED, without importing the pipeline
 
@@ -38,7 +40,7 @@ class _NeverRaised(Exception):
 
 def _run_failed() -> type[pipeline.RunFailed]:
     """pipeline.RunFailed, without importing the pipeline (--help must not): not loaded, no run failed."""
-    loaded = sys.modules.get("d1ops.pipeline")
+    loaded = sys.modules.get("d1ops.run.sequence")
     return loaded.RunFailed if loaded else cast("type[pipeline.RunFailed]", _NeverRaised)
 
 
@@ -152,7 +154,7 @@ def pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.pass_context
     @functools.wraps(func)
     def wrapper(ctx: click.Context, *args: Any, database: str | None = None, **kwargs: Any) -> Any:
-        from d1ops.project import open_projects
+        from d1ops.project.project import open_projects
 
         projects = open_projects(ctx.obj.get("config"), database=database)
         if len(projects) == 1:

@@ -15,7 +15,7 @@ from click.shell_completion import CompletionItem, get_completion_class
 from d1ops.cli.base import cli
 
 if TYPE_CHECKING:
-    from d1ops.config import Config
+    from d1ops.project.config import Config
 
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_D1OPS_COMPLETE"
@@ -23,8 +23,8 @@ MANIFEST = "manifest.json"  # catalog.MANIFEST (not imported: completion must st
 
 
 def _config(ctx: click.Context) -> Config | None:
-    from d1ops.config import load_config
     from d1ops.errors import D1OpsError
+    from d1ops.project.config import load_config
 
     root = ctx.find_root()
     try:
@@ -44,8 +44,8 @@ def complete_env(ctx: click.Context, _param: click.Parameter, incomplete: str) -
 
 def complete_database(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """The project's databases (`database:`, or the names under `databases:`)."""
-    from d1ops.config import load_configs
     from d1ops.errors import D1OpsError
+    from d1ops.project.config import load_configs
 
     try:
         configs = load_configs(ctx.find_root().params.get("config_path"))

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from d1ops import progress
 from d1ops.cli.base import (
     cli,
     confirm_by_typing,
@@ -23,11 +22,12 @@ from d1ops.cli.base import (
     yes_option,
 )
 from d1ops.cli.completion import complete_backup, complete_env
+from d1ops.cli.render import size
 from d1ops.errors import UsageError
-from d1ops.render import size
+from d1ops.support import progress
 
 if TYPE_CHECKING:
-    from d1ops.project import Project
+    from d1ops.project.project import Project
 
 # The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
 FORMATS = ("sql", "json")  # backup.FORMATS
@@ -48,7 +48,7 @@ def execute(project: Project, env: str, sql: str | None, file: Path | None, yes:
     Example:
       d1ops execute production --command "SELECT count(*) FROM users"
     """
-    from d1ops.plans import execute as execute_plan
+    from d1ops.changes import execute as execute_plan
 
     want_json(as_json)
     if (sql is None) == (file is None):
@@ -77,7 +77,7 @@ def unlock(project: Project, env: str, yes: bool, as_json: bool) -> None:
     Example:
       d1ops unlock staging
     """
-    from d1ops.plans import unlock as unlock_plan
+    from d1ops.changes import unlock as unlock_plan
 
     want_json(as_json)
     report = unlock_plan.run_unlock(project, env, confirm=confirm_by_typing(yes))
@@ -125,7 +125,7 @@ def backup_cmd(
     Example:
       d1ops backup --env production users orders --verify full
     """
-    from d1ops import backup
+    from d1ops.backups import take as backup
 
     want_json(as_json)
     progress.step(f"Backing up {project.config.env(env).name}")
@@ -166,7 +166,7 @@ def export_cmd(project: Project, env: str, tables: tuple[str, ...], output: Path
     Example:
       d1ops export production --table users --format json --output users.json
     """
-    from d1ops import backup
+    from d1ops.backups import take as backup
 
     progress.step(f"Exporting {env}")
     counts = backup.export_file(project, project.config.env(env), list(tables), output, fmt)
@@ -201,8 +201,8 @@ def restore(
     Example:
       d1ops restore 20261125T101500Z-full --env production --dry-run
     """
-    from d1ops import catalog
-    from d1ops.plans import restore as restore_plan
+    from d1ops.backups import catalog
+    from d1ops.changes import restore as restore_plan
 
     want_json(as_json)
     progress.step(f"Restoring {env}")
@@ -249,7 +249,7 @@ def backups_list(project: Project, env: str | None, as_json: bool) -> None:
     Example:
       d1ops backups list production --json
     """
-    from d1ops import catalog
+    from d1ops.backups import catalog
 
     want_json(as_json)
     if env:
@@ -284,7 +284,7 @@ def backups_prune(project: Project, env: str | None, keep: int, dry_run: bool) -
     Example:
       d1ops backups prune production --keep 10 --dry-run
     """
-    from d1ops import catalog
+    from d1ops.backups import catalog
 
     name = project.config.env(env).name
     doomed = catalog.prune_backups(project, name, keep, dry_run=dry_run)
@@ -304,7 +304,7 @@ def backups_verify(project: Project, source: str, full: bool) -> None:
     Example:
       d1ops backups verify 20261125T101500Z-full --full
     """
-    from d1ops import catalog, verify
+    from d1ops.backups import catalog, verify
 
     progress.step(f"Verifying {source}")
     result = verify.verify_backup(project, catalog.resolve_backup(project, source), level="full" if full else "quick")
@@ -327,7 +327,7 @@ def create(project: Project, env: str, write_config: bool, as_json: bool) -> Non
     Example:
       d1ops create staging --write-config
     """
-    from d1ops import remote
+    from d1ops.wrangler import remote
 
     want_json(as_json)
     result = remote.create_database(project, project.config.env(env), write_config=write_config)
@@ -353,7 +353,7 @@ def info(project: Project, env: str | None, as_json: bool) -> None:
     Example:
       d1ops info production
     """
-    from d1ops import remote
+    from d1ops.wrangler import remote
 
     want_json(as_json)
     data = remote.database_info(project, project.config.env(env))
@@ -373,7 +373,7 @@ def list_cmd(project: Project, as_json: bool) -> None:
     Example:
       d1ops list --json
     """
-    from d1ops import remote
+    from d1ops.wrangler import remote
 
     want_json(as_json)
     rows = remote.list_databases(project)

@@ -26,8 +26,9 @@ from d1ops.cli.completion import complete_env, complete_migration
 from d1ops.errors import EXIT_FAILED, EXIT_PENDING, GateRefused, UsageError
 
 if TYPE_CHECKING:
-    from d1ops import rehearse, status
-    from d1ops.project import Project
+    from d1ops.project import status
+    from d1ops.project.project import Project
+    from d1ops.run import rehearse
 
 # The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
 
@@ -46,7 +47,7 @@ def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, 
     Example:
       d1ops migrate dev --dry-run && d1ops migrate dev
     """
-    from d1ops.plans import migrate as migrate_plan
+    from d1ops.changes import migrate as migrate_plan
 
     want_json(as_json)
     report = migrate_plan.run_migrate(
@@ -79,9 +80,9 @@ def promote(
     Example:
       d1ops promote --to production --rehearse --dry-run
     """
-    from d1ops import rehearse
-    from d1ops.plans import migrate as migrate_plan
-    from d1ops.tracking import read_state
+    from d1ops.changes import migrate as migrate_plan
+    from d1ops.run import rehearse
+    from d1ops.run.tracking import read_state
 
     want_json(as_json)
     if rehearse_first:
@@ -122,7 +123,7 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, a
     Example (a CI gate: exit 3 when anything is pending or drifted):
       d1ops status --all --check
     """
-    from d1ops import status
+    from d1ops.project import status
 
     want_json(as_json)
     if all_envs and env:
@@ -142,7 +143,7 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, a
 
 
 def _render_status(report: status.StatusReport) -> None:
-    from d1ops import status
+    from d1ops.project import status
 
     for warning in report.warnings:
         warn(warning)
@@ -191,7 +192,7 @@ def new(project: Project, name: str) -> None:
     Example:
       d1ops new add_users_email
     """
-    from d1ops import migrations
+    from d1ops.project import migrations
 
     path = migrations.new_migration(project.config.migrations_dir, name)
     say(f"Created {path.relative_to(project.config.root)}")
@@ -242,7 +243,7 @@ def rollback(
     Example:
       d1ops rollback staging --to 0003_add_orders.sql --dry-run
     """
-    from d1ops.plans import rollback as rollback_plan
+    from d1ops.changes import rollback as rollback_plan
 
     want_json(as_json)
     confirm = confirm_by_typing(yes)
@@ -273,7 +274,7 @@ def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
     Example:
       d1ops rehearse production
     """
-    from d1ops import rehearse
+    from d1ops.run import rehearse
 
     want_json(as_json)
     result = rehearse.rehearse(project, project.config.env(env).name)

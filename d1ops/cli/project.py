@@ -23,7 +23,7 @@ from d1ops.cli.base import (
 )
 
 if TYPE_CHECKING:
-    from d1ops.project import Project
+    from d1ops.project.project import Project
 
 # The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
 
@@ -43,7 +43,7 @@ def init(ctx: click.Context, force: bool, top_level: str | None) -> None:
     Example (in an existing Workers project):
       d1ops init && d1ops doctor
     """
-    from d1ops import init as init_mod
+    from d1ops.project import init as init_mod
 
     config = ctx.obj.get("config")
     root = Path(config).resolve().parent if config else Path.cwd()
@@ -87,7 +87,7 @@ def adopt(
       d1ops adopt production --through 0008_add_tags.sql --dry-run
     """
     want_json(as_json)
-    from d1ops.plans import adopt as adopt_plan
+    from d1ops.changes import adopt as adopt_plan
 
     report = adopt_plan.run_adopt(
         project, env, through=through, schema_from=schema_from, dry_run=dry_run, confirm=confirm_by_typing(yes)
@@ -127,7 +127,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
       d1ops doctor --json
     """
     want_json(as_json)
-    from d1ops import doctor as doctor_mod
+    from d1ops.project import doctor as doctor_mod
 
     report = doctor_mod.run_doctor(ctx.obj.get("config"))
     if as_json:

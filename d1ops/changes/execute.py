@@ -1,0 +1,73 @@
+"""execute: ad-hoc SQL on an environment.
+
+Read-only SQL (as SQLite itself decides, `readonly.py`) runs at once: one process, no lock, no confirmation.
+A write is a change like any other: locked, confirmed on a protected environment, preceded by the Time Travel
+bookmark (remote) and the verified backup when the environment's policy requires one, and reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from d1ops.errors import UsageError
+from d1ops.project.config import Environment
+from d1ops.project.project import Project
+from d1ops.run.sequence import Change, Confirm, Run, run_change
+from d1ops.run.tracking import CHECKSUM_DDL, LOCK_DDL, WRANGLER_DDL, lease_guard_sql, release_lock_sql
+from d1ops.sql.readonly import is_read_only, scratch_schema
+from d1ops.sql.text import sql_for_batch
+from d1ops.wrangler.runner import Statement
+
+
+class ExecuteChange(Change):
+    command = "execute"
+
+    def __init__(self, env: Environment, *, sql: str, from_file: bool) -> None:
+        super().__init__(env)
+        self.sql, self.from_file = sql, from_file
+        self.results: list[Statement] = []
+
+    def describe(self) -> str:
+        shown = self.sql if len(self.sql) < 400 else self.sql[:400] + "…"
+        return f"Execute on {self.env.name}:\n{shown}"
+
+    def backup_policy(self) -> str:
+        # An optional backup is not worth a whole export before every ad-hoc statement; a required one is.
+        return "required" if self.env.backup == "required" else "skip"
+
+    def untouched(self) -> str:
+        return f"Nothing was executed on {self.env.name}."
+
+    def apply(self, run: Run) -> None:
+        # The user's SQL, then the release of our lock: one call, one atomic batch.
+        text = lease_guard_sql(run.owner) + sql_for_batch(self.sql) + release_lock_sql(run.owner)
+        if self.from_file:
+            batch = run.work / "execute.sql"
+            batch.write_text(text, encoding="utf-8")
+            result = run.wrangler.execute(self.env, file=batch)
+        else:
+            result = run.wrangler.execute(self.env, command=text)
+        run.applied()
+        self.results = result[1:-1] if len(result) > 2 else result  # the lease guard first, the release last
+        run.report.details = {"results": [{"results": s.results, "meta": s.meta} for s in self.results]}
+
+
+def run_execute(
+    project: Project, env_name: str, *, command: str | None, file: Path | None, confirm: Confirm | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """Run ad-hoc SQL: reads at once, writes through the run. Returns the statements' results and whether it
+    was a read."""
+    env = project.config.env(env_name)
+    if file is not None and not file.is_file():
+        raise UsageError(f"SQL file {file} does not exist.")
+    sql = file.read_text(encoding="utf-8") if file is not None else (command or "")
+    migrations = project.migrations() if project.config.migrations_dir.is_dir() else None
+    tracking = [WRANGLER_DDL, CHECKSUM_DDL, LOCK_DDL]
+    schema = scratch_schema([*tracking, *(m.read_sql() for m in (migrations.files if migrations else ()))])
+    if is_read_only(sql, schema):
+        result = project.wrangler.execute(env, command=command, file=file)
+        return [{"results": s.results, "meta": s.meta} for s in result], True
+    change = ExecuteChange(env, sql=sql, from_file=file is not None)
+    report = run_change(project, change, confirm=confirm)
+    return list(report.details.get("results", [])), False

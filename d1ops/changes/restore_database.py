@@ -1,0 +1,107 @@
+"""Restore a whole-database backup: drop every table and view, replay the backup, in one atomic batch."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TextIO
+
+from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
+from d1ops.changes.restore import BackupRestore
+from d1ops.errors import RestoreFailed
+from d1ops.run.sequence import Run
+from d1ops.run.tracking import LOCK_TABLE, lease_guard_sql
+from d1ops.sql.schema import DatabaseSchema, count_rows, lower, read_schema, read_schema_sqlite
+from d1ops.sql.tablediff import TableRestore
+from d1ops.sql.text import StatementTooLarge, ident
+
+
+def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, always: bool) -> None:
+    """A backup that holds no virtual tables (some tables; an old whole backup) leaves the live ones as they are."""
+    if manifest.get("whole_database") and "virtual_tables" in manifest:
+        return  # a whole backup written by this d1ops holds every virtual table (and the restore recreates them)
+    skipped = sorted(set(schema.virtual_tables) | set(manifest.get("not_backed_up") or []))
+    if skipped and (always or schema.virtual_tables):
+        fts = schema.virtual_tables[0] if schema.virtual_tables else "fts"
+        run.report.warnings.append(
+            f"virtual tables (FTS) {', '.join(skipped)} are not in the backup and were left as they are; an "
+            f"FTS index may need a rebuild: INSERT INTO {fts}({fts}) VALUES('rebuild')"
+        )
+
+
+class DatabaseRestore(BackupRestore):
+    def read(self, run: Run) -> None:
+        if run.dry_run:
+            self.schema = read_schema(run.wrangler, self.env)
+            return
+        run.lock_and_read(with_schema=True)
+        assert run.schema is not None
+        self.schema = run.schema
+
+    def plan(self, run: Run) -> bool:
+        result, schema = self.result, self.schema
+        with closing(sqlite3.connect(self.source_db)) as conn:
+            self.kept = read_schema_sqlite(conn).tables
+            views = lower(str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'"))
+        result.tables = [TableRestore(str(t["name"]), int(t["rows"])) for t in self.manifest["tables"]]
+        result.dropped_tables = [t for t in schema.tables if t.lower() not in lower(self.kept) and t != LOCK_TABLE]
+        warn_virtual(run, schema, self.manifest, always=True)
+        lost = [o.name for o in schema.of_type("view") if o.name.lower() not in views]
+        if lost:
+            run.report.warnings.append(f"views {', '.join(lost)} are not in the backup: they are dropped")
+        if run.dry_run:
+            live = {t.lower(): t for t in schema.tables}
+            present = [live[t.name.lower()] for t in result.tables if t.name.lower() in live]
+            self._note_rows_before(count_rows(run.wrangler, self.env, present))
+        return True
+
+    def describe(self) -> str:
+        rows = sum(t.rows for t in self.result.tables)
+        dropped = self.result.dropped_tables
+        also = f"; tables the backup lacks are dropped: {', '.join(dropped)}" if dropped else ""
+        return (
+            f"Restore the WHOLE database of {self.env.name} from backup {self.folder}{self.taken()}: every table is "
+            f"dropped and recreated from the backup ({len(self.result.tables)} tables, {rows} rows), d1_migrations "
+            f"included{also}. A verified pre-restore backup is taken first."
+        )
+
+    def apply(self, run: Run) -> None:
+        self.record_safety(run)
+        if run.safety_backup is not None:
+            self._note_rows_before({str(t["name"]): int(t["rows"]) for t in run.safety_backup.manifest["tables"]})
+        batch = run.work / "restore.sql"
+        try:
+            self._write_batch(batch, run.owner)
+        except StatementTooLarge as exc:
+            raise RestoreFailed(
+                f"Cannot restore {self.env.name} from {self.folder}: {exc.message} Nothing was restored."
+            ) from None
+        self.run_batch(run, batch)  # the lock table was dropped and replaced: the lock is gone with the batch
+
+    def _write_batch(self, batch: Path, owner: str) -> None:
+        with batch.open("w", encoding="utf-8") as out:
+            out.write(lease_guard_sql(owner))  # before the lock table is dropped with the others
+            out.write("PRAGMA defer_foreign_keys=TRUE;\n")
+            # Views, then virtual tables (their shadow tables go with them), then tables (their indexes and
+            # triggers go with them): the backup recreates every object it holds.
+            for view in self.schema.of_type("view"):
+                out.write(f"DROP VIEW IF EXISTS {ident(view.name)};\n")
+            virtual = self.schema.virtual_tables if "virtual_tables" in self.manifest else []  # old backups: kept
+            for table in [*virtual, *self.schema.tables]:
+                out.write(f"DROP TABLE IF EXISTS {ident(table)};\n")
+            self._write_dump(out)
+            if LOCK_TABLE in self.kept:  # the dump's lock table holds the lock of the run that took it, or none
+                out.write(f"\nDELETE FROM {LOCK_TABLE};\n")
+
+    def _write_dump(self, out: TextIO) -> None:
+        """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""
+        if self.manifest.get("format", "sql") == "sql":
+            write_compact_dump(self.folder / SQL_DUMP, out)
+        else:
+            dump_sqlite(self.source_db, out)
+
+    def _note_rows_before(self, counts: dict[str, int]) -> None:
+        before = {k.lower(): v for k, v in counts.items()}
+        for table in self.result.tables:
+            table.rows_before = before.get(table.name.lower())

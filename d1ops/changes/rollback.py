@@ -1,0 +1,211 @@
+"""rollback: undo the last applied migrations of an environment with their down files.
+
+The down files (`migrations/down/NNNN_name.sql`) of the migrations applied after `--to NAME` (default: the
+last one; or the last `--steps N`) run newest first, each followed by the removal of its two tracking rows,
+as one atomic batch that also releases the lock: all of them are undone, or nothing is.
+
+Rollbacks go in reverse promotion order: a migration that a later environment still has is not rolled back
+here until it is rolled back there. A migration without a down file, or whose down file starts with
+`-- d1ops: irreversible <reason>`, stops the rollback before anything runs, with the command that restores the
+backup (or Time Travel bookmark) taken just before that migration was applied.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass
+
+from d1ops.backups.catalog import safety_before
+from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
+from d1ops.project.config import Environment
+from d1ops.project.migrations import DOWN_DIR, IRREVERSIBLE
+from d1ops.project.project import Project
+from d1ops.run.replay import Step, explain_failure
+from d1ops.run.sequence import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
+from d1ops.run.tracking import (
+    CHECKSUM_TABLE,
+    LEASE_LOST,
+    WRANGLER_TABLE,
+    lease_guard_sql,
+    read_state,
+    read_states,
+    release_lock_sql,
+)
+from d1ops.sql.text import quote, split_statements, sql_for_batch
+
+
+@dataclass(frozen=True)
+class Undo:
+    name: str  # the migration
+    down: str  # its down file's SQL
+    checksum: str | None
+
+
+def rollback_batch(undo: Undo) -> str:
+    """One migration's undo: its down file, then its two tracking rows removed."""
+    name = quote(undo.name)
+    return (
+        sql_for_batch(undo.down)
+        + f"DELETE FROM {WRANGLER_TABLE} WHERE name = {name};\n"
+        + f"DELETE FROM {CHECKSUM_TABLE} WHERE name = {name};\n"
+    )
+
+
+class RollbackChange(Change):
+    command = "rollback"
+
+    def __init__(self, project: Project, env: Environment, *, to: str | None, steps: int | None) -> None:
+        super().__init__(env)
+        self.project, self.to, self.steps = project, to, steps
+        self.undos: list[Undo] = []
+
+    def prepare(self, run: Run) -> None:
+        if self.to is not None and self.steps is not None:
+            raise UsageError("Give --to NAME or --steps N, not both.")
+        if self.steps is not None and self.steps < 1:
+            raise UsageError("--steps must be at least 1.")
+
+    def read(self, run: Run) -> None:
+        """This environment under its lock (with its schema, for a replay), and the ones after it, at once."""
+        config = self.project.config
+        later = list(config.environments[config.env_names.index(self.env.name) :])
+        locked = {self.env.name: lambda: run.lock_and_read(with_schema=True)}
+        self.states = read_states(run.wrangler, later, readers=locked)
+
+    def plan(self, run: Run) -> bool:
+        applied = self.states[self.env.name].applied_names
+        names = self._targets(applied)
+        run.report.plan = list(reversed(names))
+        if not names:
+            return False
+        for env_name, state in self.states.items():
+            still = [n for n in names if n in state.applied] if env_name != self.env.name else []
+            if still:
+                raise GateRefused(
+                    f"Rollbacks go in reverse promotion order ({' → '.join(reversed(self.project.config.env_names))}): "
+                    f"{env_name} still has {', '.join(still)}. Roll it back there first: "
+                    f"`d1ops rollback {env_name} --to {self._to_name(applied, names)}`."
+                )
+        self.undos = [self._undo(run, name) for name in reversed(names)]
+        return True
+
+    def _targets(self, applied: list[str]) -> list[str]:
+        if self.to is None:
+            return applied[-(self.steps or 1) :]
+        if self.to not in applied:
+            close = difflib.get_close_matches(self.to, applied, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UsageError(
+                f"--to {self.to}: not a migration applied to {self.env.name}{hint}. Applied: "
+                f"{', '.join(applied) or '(none)'}."
+            )
+        return applied[applied.index(self.to) + 1 :]
+
+    @staticmethod
+    def _to_name(applied: list[str], names: list[str]) -> str:
+        before = applied.index(names[0]) - 1
+        return applied[before] if before >= 0 else "<first>"
+
+    def _undo(self, run: Run, name: str) -> Undo:
+        path = self.project.config.migrations_dir / DOWN_DIR / name
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+        first = (text or "").lstrip().splitlines()[:1]
+        if text is not None and first and first[0].startswith(IRREVERSIBLE):
+            reason = first[0][len(IRREVERSIBLE) :].strip() or "no reason given"
+            self._stop(name, f"its down file says it is irreversible: {reason}")
+        if text is None or not split_statements(text):
+            why = "it has no down file" if text is None else "its down file holds no SQL statement"
+            self._stop(name, f"{why} ({DOWN_DIR}/{name})")
+        assert text is not None
+        return Undo(name, text, self.states[self.env.name].applied[name].checksum)
+
+    def _stop(self, name: str, why: str) -> None:
+        found = safety_before(self.project, self.env.name, name)
+        if found and found.get("backup"):
+            command = f"d1ops restore {found['backup']} --env {self.env.name}"
+            way = f"restore the backup taken just before it was applied: `{command}`"
+        elif found and found.get("bookmark"):
+            way = (
+                f"go back to the Time Travel bookmark taken just before it was applied: "
+                f"`d1ops restore --bookmark {found['bookmark']} --env {self.env.name}`"
+            )
+        else:
+            way = f"no d1ops run report records a backup taken before it; see `d1ops backups list {self.env.name}`" + (
+                " or Time Travel (`npx wrangler d1 time-travel info`)" if self.env.is_remote else ""
+            )
+        raise GateRefused(f"{name} cannot be rolled back: {why}. Nothing was changed. To go back past it, {way}.")
+
+    def describe(self) -> str:
+        return f"Roll back on {self.env.name}, newest first:\n" + "\n".join(f"  {u.name}" for u in self.undos)
+
+    def untouched(self) -> str:
+        return f"Nothing was rolled back on {self.env.name}."
+
+    def apply(self, run: Run) -> None:
+        outcomes = [MigrationOutcome(u.name, u.checksum or "", "not run") for u in self.undos]
+        run.report.migrations = outcomes
+        batch = run.work / "rollback.sql"
+        text = lease_guard_sql(run.owner) + "".join(rollback_batch(u) for u in self.undos) + release_lock_sql(run.owner)
+        batch.write_text(text, encoding="utf-8")
+        started = time.monotonic()
+        try:
+            run.wrangler.execute(self.env, file=batch, discard_results=True)
+        except OutcomeUnknown:
+            raise
+        except WranglerError as exc:
+            if LEASE_LOST in exc.detail:
+                raise  # the run says so (pipeline.py): no replay
+            steps = [Step(u.name, rollback_batch(u), u.down) for u in self.undos]
+            found = explain_failure(run, steps, exc)
+            culprit = self.undos[found.index].name if found.index is not None else None
+            if found.index is not None:
+                outcomes[found.index].result, outcomes[found.index].error = "failed", found.error
+            statement = f"\n  statement: {found.statement}" if found.statement else ""
+            note = f"\n{found.note}" if found.note else ""
+            head = (
+                f"The down file of {culprit} failed on {self.env.name}: {found.error}"
+                if culprit
+                else f"The rollback failed on {self.env.name}: {exc.detail}"
+            )
+            raise MigrationFailed(
+                f"{head}{statement}{note}\nNothing was rolled back: the rollback ran as one atomic batch, so "
+                f"{self.env.name} is exactly as it was. Fix {DOWN_DIR}/{culprit or '<file>'} and run the rollback "
+                "again."
+            ) from exc
+        run.applied()
+        for outcome in outcomes:
+            outcome.result, outcome.timing = "rolled back", "process"
+        if len(outcomes) == 1:
+            outcomes[0].duration_ms = elapsed_ms(started)
+
+    def read_back(self, run: Run, cause: OutcomeUnknown) -> MigrationFailed:
+        run.wrangler.forget_remote_failure()
+        try:
+            state = read_state(run.wrangler, self.env)
+        except WranglerError:
+            return MigrationFailed(
+                f"The rollback call on {self.env.name} did not finish ({cause.detail}) and the state could not be "
+                f"read back: run `d1ops status {self.env.name}`. Nothing will be retried."
+            )
+        for o in run.report.migrations:
+            o.result = "still applied" if o.name in state.applied else "rolled back"
+        still = [o.name for o in run.report.migrations if o.result == "still applied"]
+        return MigrationFailed(
+            f"The rollback call on {self.env.name} did not finish ({cause.detail}). Read back: "
+            + (f"still applied: {', '.join(still)}." if still else "every migration of the plan is rolled back.")
+            + " Nothing was retried."
+        )
+
+
+def run_rollback(
+    project: Project,
+    env_name: str,
+    *,
+    to: str | None = None,
+    steps: int | None = None,
+    dry_run: bool = False,
+    confirm: Confirm | None = None,
+) -> RunReport:
+    env = project.config.env(env_name)
+    return run_change(project, RollbackChange(project, env, to=to, steps=steps), dry_run=dry_run, confirm=confirm)

@@ -1,0 +1,419 @@
+"""The run: the only path that changes a database.
+
+Every command that writes (migrate, promote, rollback, restore, execute, unlock, adopt) is a `Change`: it feeds
+the run a plan and an apply step, and the run always goes through the same sequence:
+
+    load → lock + read state (one wrangler call) → validate → plan → gate → confirm (protected env)
+    → safety backup / Time Travel bookmark (per policy) → apply (the lock released in the same call)
+    → read back where the outcome is unknown → report
+
+A failure at any step releases the lock, files the report and raises RunFailed carrying it. So does an
+interruption (Ctrl-C, SIGTERM): the report says what was read back, never what was merely hoped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d1ops import __version__
+from d1ops.backups.catalog import REPORTS
+from d1ops.backups.take import bookmark_restore_command, take_backup
+from d1ops.backups.verify import BackupResult
+from d1ops.errors import BackupFailed, D1OpsError, GateRefused, Interrupted, LockHeld, OutcomeUnknown, WranglerError
+from d1ops.project.config import Environment
+from d1ops.project.project import Project
+from d1ops.run.tracking import LEASE_LOST, EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
+from d1ops.sql.schema import DatabaseSchema
+from d1ops.support import progress
+from d1ops.support.files import unique_stamp, utc_now, write_private
+from d1ops.wrangler.output import mask_secrets
+from d1ops.wrangler.runner import redact
+
+Confirm = Callable[[Environment, str], None]
+"""Called before a protected environment is changed, with a description of the change; raises to refuse."""
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class MigrationOutcome:
+    name: str
+    checksum: str
+    result: str  # applied | failed | not run | rolled back | unknown
+    duration_ms: int | None = None
+    error: str | None = None
+    timing: str | None = None  # database: measured inside the batch; process: the wrangler call's wall time
+
+
+@dataclass
+class RunReport:
+    """One JSON document per run: what was planned, backed up, applied, and read back."""
+
+    command: str
+    env: str
+    target: str
+    dry_run: bool
+    started_at: str
+    finished_at: str | None = None
+    d1ops_version: str = __version__
+    plan: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    backup: dict[str, Any] | None = None
+    bookmark: str | None = None
+    restore_command: str | None = None
+    migrations: list[MigrationOutcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    wrangler_processes: int = 0
+    exit_code: int = 0
+    error: str | None = None
+    report_path: str | None = None
+    details: Any = field(default_factory=dict)  # the command's own fields (a dict or a dataclass), at the top level
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(data.pop("details"))
+        return data
+
+
+class RunFailed(D1OpsError):
+    """A run failed; carries the report so the CLI can still print and file it."""
+
+    def __init__(self, cause: D1OpsError, report: RunReport) -> None:
+        super().__init__(cause.message)
+        self.exit_code = cause.exit_code
+        self.cause = cause
+        self.report = report
+
+
+class Run:
+    """The state one run shares between its steps (and with the Change it runs)."""
+
+    def __init__(self, project: Project, env: Environment, report: RunReport, *, dry_run: bool) -> None:
+        self.project = project
+        self.env = env
+        self.report = report
+        self.dry_run = dry_run
+        self.owner = new_lock_owner()
+        self.locked = False
+        self.state: EnvState | None = None
+        self.schema: DatabaseSchema | None = None
+        self.safety_backup: BackupResult | None = None
+        self.work = Path()
+
+    @property
+    def wrangler(self):  # noqa: ANN201 - Wrangler, without importing it here
+        return self.project.wrangler
+
+    def lock_and_read(self, *, with_schema: bool = False) -> EnvState:
+        """Take the lock and read the state (and the schema) in one wrangler call; a dry run only reads."""
+        env = self.env
+        if self.dry_run:
+            self.state = read_state(self.wrangler, env)
+            return self.state
+        self.locked = True  # set first: a failure after the lock call must still release it
+        files = self.project.migrations().files if self.project.config.migrations_dir.is_dir() else ()
+        try:
+            self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
+        except LockHeld:
+            self.locked = False  # the call answered: another run holds the lease, there is nothing of ours to release
+            raise
+        self.schema = schema or self.schema
+        if self.state.taken_over:
+            self.report.warnings.append(
+                f"took over the expired lease on {env.name} of {self.state.taken_over}: that run is presumed dead. "
+                f"Its report (if it wrote one) is in the reports folder; what it applied is read above."
+            )
+        return self.state
+
+    def applied(self) -> None:
+        """The apply step's call released the lock along with the change."""
+        self.locked = False
+
+    def release(self) -> None:
+        if self.locked:
+            release_lock(self.wrangler, self.env, self.owner)
+            self.locked = False
+
+    def release_quietly(self) -> str:
+        """Release our lock after a failure; if even that fails (a second Ctrl-C included), return and file the
+        advice to release it by hand. Never raises."""
+        if not self.locked:
+            return ""
+        try:
+            release_lock(self.wrangler, self.env, self.owner)
+            self.locked = False
+            return ""
+        except BaseException as exc:  # noqa: BLE001 - a second Ctrl-C here must still leave the advice
+            detail = exc.message if isinstance(exc, D1OpsError) else "interrupted"
+            name = self.env.name
+            advice = f"The lock on {name} could not be released ({detail}). Run `d1ops unlock {name}`."
+            self.report.warnings.append(advice)
+            return advice
+
+
+class Change:
+    """What one command feeds the run. Override what differs; every step has a safe default."""
+
+    command = "change"
+    backup_label: str | None = None  # the safety backup's label (default: the command)
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+
+    def prepare(self, run: Run) -> None:
+        """Check inputs before anything touches the database (a refusal here changes nothing)."""
+
+    def read(self, run: Run) -> None:
+        """Lock and read state: one wrangler call."""
+        run.lock_and_read()
+
+    def plan(self, run: Run) -> bool:
+        """Validate, plan, gate. Return False when there is nothing to do."""
+        return True
+
+    def describe(self) -> str:
+        """What the confirmation prompt shows."""
+        return f"{self.command} on {self.env.name}"
+
+    def backup_policy(self) -> str:
+        """required | optional | skip: the environment's policy, unless the command has its own."""
+        return self.env.backup
+
+    def backup_tables(self) -> list[str] | None:
+        """The tables the safety backup holds (None: the whole database)."""
+        return None
+
+    def wants_bookmark(self) -> bool:
+        return self.env.is_remote
+
+    def untouched(self) -> str:
+        return f"Nothing was applied to {self.env.name}."
+
+    def on_dry_run(self, run: Run) -> None:
+        """Fill the report of a dry run (what would happen)."""
+
+    def apply(self, run: Run) -> None:
+        """Make the change; release the lock in the same call (`run.applied()`), or leave it to the run."""
+        raise NotImplementedError
+
+    def read_back(self, run: Run, cause: OutcomeUnknown) -> D1OpsError:
+        """After a call whose outcome is unknown: read what the database holds, put it in the report, and
+        return the error to raise (saying exactly what is applied). By default: say that it is unknown."""
+        name = self.env.name
+        return D1OpsError(
+            f"The {self.command} call on {name} did not finish ({cause.detail}): whether it changed {name} is "
+            f"unknown, and it was not retried. Check the database (`d1ops execute {name} --command ...`, "
+            f"`d1ops status {name}`); `d1ops unlock {name}` if the lock is still held."
+        )
+
+
+def run_change(project: Project, change: Change, *, dry_run: bool = False, confirm: Confirm | None = None) -> RunReport:
+    """Run one change through the whole sequence; returns the report, or raises RunFailed carrying it."""
+    env = change.env
+    report = RunReport(command=change.command, env=env.name, target=env.target, dry_run=dry_run, started_at=utc_now())
+    run = Run(project, env, report, dry_run=dry_run)
+    start = project.wrangler.processes
+    applying = applied = False
+    try:
+        with tempfile.TemporaryDirectory(prefix="d1ops-run-") as tmp:
+            run.work = Path(tmp)
+            change.prepare(run)
+            progress.step(f"Reading {env.name}")
+            change.read(run)
+            pause_point("locked")
+            if not change.plan(run) or dry_run:
+                run.release()
+                if dry_run:
+                    change.on_dry_run(run)
+                return finish(project, report, start)
+            if env.protected:
+                if confirm is None:
+                    raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
+                confirm(env, change.describe())
+            progress.step(f"Safety backup of {env.name}")
+            take_safety(run, change)
+            progress.step(f"{change.command.capitalize()} on {env.name}")
+            pause_point("before-apply")
+            applying = True
+            try:
+                change.apply(run)
+            except OutcomeUnknown as unknown:
+                run.locked = False  # whatever the call did, it was the one to release the lock: never retried
+                raise change.read_back(run, unknown) from None
+            except D1OpsError as exc:
+                lost = lease_lost(run, change, exc)
+                if lost is None:
+                    raise
+                raise lost from exc
+            applying, applied = False, True
+            run.release()
+            pause_point("before-report")
+            return finish(project, report, start)
+    except D1OpsError as exc:
+        advice = run.release_quietly()
+        raise failed(project, report, start, exc, advice) from exc
+    except BaseException as exc:  # Ctrl-C, SIGTERM: read back what the apply did, release, file what is known
+        raise interrupted(project, change, run, start, exc, applying=applying, applied=applied) from exc
+
+
+def interrupted(
+    project: Project, change: Change, run: Run, start: int, exc: BaseException, *, applying: bool, applied: bool
+) -> RunFailed:
+    """An interruption: wrangler was already stopped (wrangler.py kills its process group). During the apply,
+    the state is read back so the report says exactly what is applied; a second Ctrl-C skips the read-back
+    (outcomes stay "unknown") but never the report, nor the advice to unlock."""
+    report, env = run.report, run.env
+    code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else EXIT_INTERRUPTED
+    signal_name = "SIGTERM" if isinstance(exc, SystemExit) else "SIGINT (Ctrl-C)"
+    error: D1OpsError = Interrupted(
+        f"d1ops was interrupted ({signal_name}) before {change.command} on {env.name} changed anything. "
+        f"{change.untouched()}"
+    )
+    if applied:
+        error = Interrupted(
+            f"d1ops was interrupted ({signal_name}) after {change.command} on {env.name} was applied: the report "
+            "shows what was done."
+        )
+    elif applying:
+        run.locked = False  # the apply call releases the lock itself, if it ran at all: see the read-back
+        cause = OutcomeUnknown(["wrangler"], None, f"d1ops was interrupted ({signal_name}) and stopped wrangler")
+        try:
+            error = change.read_back(run, cause)
+        except BaseException:  # noqa: BLE001 - a second Ctrl-C: say that the outcome is unknown
+            for outcome in report.migrations:
+                if outcome.result == "not run":
+                    outcome.result = "unknown"
+            error = Interrupted(
+                f"d1ops was interrupted twice while applying {change.command} to {env.name}: whether it was applied "
+                f"is unknown (nothing is retried). Run `d1ops status {env.name}` to see what is applied, and "
+                f"`d1ops unlock {env.name}` if the lock is still held."
+            )
+    error.exit_code = code
+    advice = run.release_quietly()
+    report.warnings.append("the run was interrupted; the report shows what was read back when it stopped")
+    return failed(project, report, start, error, advice)
+
+
+def failed(project: Project, report: RunReport, start: int, exc: D1OpsError, advice: str) -> RunFailed:
+    """File the report of a failed run and return the RunFailed to raise (the message ends with `advice`)."""
+    if advice and advice not in exc.message:
+        exc.message = f"{exc.message}\n{advice}"
+    report.error = redact(exc.message)
+    report.exit_code = exc.exit_code
+    try:
+        finish(project, report, start)
+    except BaseException:  # noqa: BLE001 - a Ctrl-C while filing: the message still reaches the user
+        report.warnings.append("interrupted while writing the run report")
+    return RunFailed(exc, report)
+
+
+def lease_lost(run: Run, change: Change, exc: D1OpsError) -> LockHeld | None:
+    """The apply's batch was refused by its lease guard: this run's lease had expired and was taken over."""
+    cause = exc.__cause__
+    texts = [exc.message, cause.message if isinstance(cause, D1OpsError) else ""]
+    if not any(LEASE_LOST in text for text in texts):
+        return None
+    name = run.env.name
+    return LockHeld(
+        f"This run no longer held the lease on {name} when it came to apply (it expired after D1OPS_LEASE_MINUTES "
+        f"and another run took it over, or it was released with `d1ops unlock`). D1 refused the {change.command} "
+        f"batch as a whole: nothing of it was applied. See `d1ops status {name}`; if runs need longer, raise "
+        "D1OPS_LEASE_MINUTES."
+    )
+
+
+PAUSE_ENV_VAR = "D1OPS_PAUSE_AT"
+
+
+def pause_point(step: str) -> None:
+    """Test seam for the kill matrix: with D1OPS_PAUSE_AT=<step>:<file>, write <file> and wait (up to 10 min)
+    to be killed. Steps: locked, before-apply, before-report. Does nothing otherwise."""
+    wanted = os.environ.get(PAUSE_ENV_VAR, "")
+    if not wanted.startswith(step + ":"):
+        return
+    Path(wanted.split(":", 1)[1]).write_text(str(os.getpid()), encoding="utf-8")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def take_safety(run: Run, change: Change) -> None:
+    """The Time Travel bookmark (remote) and the verified backup the policy asks for, before any change."""
+    env, report = run.env, run.report
+    policy = change.backup_policy()
+    if change.wants_bookmark():
+        try:
+            info = run.wrangler.time_travel_info(env)
+            report.bookmark = str(info.get("bookmark") or "") or None
+        except WranglerError as exc:
+            if policy == "required":
+                raise BackupFailed(
+                    f"Could not record a Time Travel bookmark of {env.name}: {exc.detail}. {change.untouched()}"
+                ) from exc
+            report.warnings.append(f"no Time Travel bookmark: {exc.detail}")
+        if report.bookmark:
+            report.restore_command = bookmark_restore_command(env, report.bookmark)
+    if policy == "skip":
+        return
+    state = run.state
+    try:
+        result = take_backup(
+            run.project,
+            env,
+            tables=change.backup_tables(),
+            label=change.backup_label or change.command,
+            verify=env.verify,
+            head=state.applied_names[-1] if state and state.applied else None,
+            bookmark=report.bookmark,
+            schema=run.schema,
+        )
+    except BackupFailed as exc:
+        if policy == "required":
+            raise BackupFailed(f"{exc.message}\n{change.untouched()}") from exc
+        report.warnings.append(f"backup failed (backup: optional, so the run went on): {exc.message}")
+        return
+    if result is None:
+        report.backup = {"skipped": "the database holds no tables yet: nothing to back up"}
+        return
+    report.backup = result.summary()
+    run.safety_backup = result
+    if not result.verified:
+        message = f"The backup {result.path} did not verify: {result.problem}."
+        if policy == "required":
+            raise BackupFailed(f"{message}\n{change.untouched()}")
+        report.warnings.append(message)
+
+
+def finish(project: Project, report: RunReport, start: int) -> RunReport:
+    report.finished_at = utc_now()
+    report.wrangler_processes = project.wrangler.processes - start
+    if not report.dry_run:
+        report.report_path = str(write_report(project, report))
+    return report
+
+
+def write_report(project: Project, report: RunReport) -> Path:
+    """The one report writer: backups/<env>/[<database>/]reports/<time>-<id>-<command>.json, and a copy in the
+    run's backup folder. Names are unique even for two runs in the same millisecond."""
+    path = project.config.env_dir(report.env) / REPORTS / f"{unique_stamp()}-{report.command}.json"
+    report.report_path = str(path)
+    text = mask_secrets(json.dumps(report.to_dict(), indent=2, default=str)) + "\n"  # error: redacted already
+    backup = (report.backup or {}).get("path")
+    try:
+        write_private(path, text)
+        if backup and Path(backup).is_dir():
+            write_private(Path(backup) / "report.json", text)
+    except OSError as exc:
+        report.warnings.append(f"could not write the run report ({exc.strerror or exc})")
+    return path
+
+
+def elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,354 @@
+"""Applied state, kept in the database itself.
+
+- `d1_migrations` is wrangler's own table, created with wrangler's exact DDL, so `wrangler d1 migrations list`
+  agrees with d1ops and a database migrated by wrangler is adopted as it is.
+- `d1ops_migrations` holds what wrangler lacks: the checksum of each applied file, who applied it, how long it took.
+- `d1ops_lock` holds at most one row: the run that may change the database, and when its lease expires. A lease
+  that has expired (its run died, or ran far past any sane length) is taken over by the next run, with a warning.
+
+A migration's SQL and both tracking rows go to wrangler in one `execute --file`, which D1 runs atomically:
+a failing statement records nothing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from d1ops.errors import ConfigError, LockHeld, WranglerError
+from d1ops.project.config import Environment
+from d1ops.project.migrations import MigrationFile
+from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, schema_from
+from d1ops.sql.text import quote
+from d1ops.wrangler.runner import Wrangler
+
+WRANGLER_TABLE = "d1_migrations"
+CHECKSUM_TABLE = "d1ops_migrations"
+LOCK_TABLE = "d1ops_lock"
+TRACKING_TABLES = (WRANGLER_TABLE, CHECKSUM_TABLE, LOCK_TABLE)
+
+# wrangler 4.86.0's initMigrationsTable, character for character.
+WRANGLER_DDL = f"""CREATE TABLE IF NOT EXISTS {WRANGLER_TABLE}(
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		name       TEXT UNIQUE,
+		applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL
+);"""
+CHECKSUM_DDL = f"""CREATE TABLE IF NOT EXISTS {CHECKSUM_TABLE}(
+  name        TEXT PRIMARY KEY,
+  checksum    TEXT NOT NULL,
+  applied_at  TEXT NOT NULL,
+  applied_by  TEXT NOT NULL,
+  duration_ms INTEGER
+);"""
+LOCK_DDL = f"""CREATE TABLE IF NOT EXISTS {LOCK_TABLE}(
+  id          INTEGER PRIMARY KEY CHECK (id = 1),
+  owner       TEXT NOT NULL,
+  acquired_at TEXT NOT NULL,
+  expires_at  TEXT
+);"""
+# A lock table from before leases lacks expires_at (SQLite has no ADD COLUMN IF NOT EXISTS). The lock call then
+# fails as a whole (nothing done) and is sent again with this first: once in a database's life.
+LOCK_UPGRADE = f"ALTER TABLE {LOCK_TABLE} ADD COLUMN expires_at TEXT;"
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+LEASE_ENV_VAR = "D1OPS_LEASE_MINUTES"
+DEFAULT_LEASE_MINUTES = 120.0  # far past the slowest run: 5-minute wrangler timeouts for lock, backup, verify, apply
+
+
+def lease_minutes() -> float:
+    """How long a run's lease lasts: $D1OPS_LEASE_MINUTES, else 120 minutes."""
+    raw = os.environ.get(LEASE_ENV_VAR)
+    if not raw:
+        return DEFAULT_LEASE_MINUTES
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"{LEASE_ENV_VAR}={raw!r} is not a number of minutes (e.g. 120). Fix or unset it.")
+    return value
+
+
+def _expiry_sql(minutes: float) -> str:
+    return f"strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+{minutes * 60:.3f} seconds')"
+
+
+# A lock taken before leases existed (expires_at NULL) does not expire: it is held until `d1ops unlock`, as it
+# was when it was taken.
+_EXPIRED = f"expires_at IS NOT NULL AND expires_at <= {NOW}"
+
+
+def actor() -> str:
+    """Who is running d1ops: $D1OPS_ACTOR, else user@host."""
+    explicit = os.environ.get("D1OPS_ACTOR") or os.environ.get("GITHUB_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def new_lock_owner() -> str:
+    return f"{actor()} run {uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class AppliedMigration:
+    name: str
+    applied_at: str
+    checksum: str | None
+    applied_by: str | None
+    duration_ms: int | None
+
+
+@dataclass(frozen=True)
+class EnvState:
+    """What one environment's database says has been applied."""
+
+    env: str
+    applied: dict[str, AppliedMigration]
+    lock_owner: str | None = None
+    lock_acquired_at: str | None = None
+    lock_expires_at: str | None = None
+    taken_over: str | None = None  # the holder of the expired lease this run took over, if any
+
+    @property
+    def applied_names(self) -> list[str]:
+        return list(self.applied)
+
+    def lock_age(self) -> str:
+        """How long the lock has been held, e.g. '2 h 05 min' ('' if unknown)."""
+        return _age(self.lock_acquired_at)
+
+
+def _parse_utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _age(since: str | None) -> str:
+    start = _parse_utc(since)
+    if start is None:
+        return ""
+    seconds = max(0, int((datetime.now(UTC) - start).total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+_STATE_QUERY = f"""SELECT m.id, m.name, m.applied_at, c.checksum, c.applied_by, c.duration_ms
+FROM {WRANGLER_TABLE} m LEFT JOIN {CHECKSUM_TABLE} c ON c.name = m.name ORDER BY m.id"""
+# `*`: reads a lock table with or without expires_at (databases locked before leases existed).
+_LOCK_QUERY = f"SELECT * FROM {LOCK_TABLE} WHERE id = 1"
+
+
+def _applied_from(rows: list[dict[str, object]]) -> dict[str, AppliedMigration]:
+    applied: dict[str, AppliedMigration] = {}
+    for row in rows:
+        duration = row.get("duration_ms")
+        applied[str(row["name"])] = AppliedMigration(
+            name=str(row["name"]),
+            applied_at=str(row.get("applied_at") or ""),
+            checksum=row.get("checksum") or None,  # type: ignore[arg-type]
+            applied_by=row.get("applied_by") or None,  # type: ignore[arg-type]
+            duration_ms=int(duration) if isinstance(duration, int | float) else None,
+        )
+    return applied
+
+
+def read_state(wrangler: Wrangler, env: Environment) -> EnvState:
+    """Read applied migrations without writing anything: 1 wrangler process (2 on a never-tracked database)."""
+    try:
+        result = wrangler.execute(env, command=f"{_STATE_QUERY};\n{_LOCK_QUERY};")
+        return _state_from(env, result[0].results, result[1].results)
+    except WranglerError as exc:
+        if "no such table" not in exc.detail:
+            raise
+    present = {
+        str(r["name"])
+        for r in wrangler.execute(
+            env,
+            command="SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+            f"({', '.join(quote(t) for t in TRACKING_TABLES)})",
+        )[0].results
+    }
+    queries = []
+    if WRANGLER_TABLE in present:
+        queries.append(
+            _STATE_QUERY
+            if CHECKSUM_TABLE in present
+            else f"SELECT id, name, applied_at FROM {WRANGLER_TABLE} ORDER BY id"
+        )
+    if LOCK_TABLE in present:
+        queries.append(_LOCK_QUERY)
+    if not queries:
+        return EnvState(env=env.name, applied={})
+    result = wrangler.execute(env, command=";\n".join(queries) + ";")
+    rows = result[0].results if WRANGLER_TABLE in present else []
+    lock_rows = result[-1].results if LOCK_TABLE in present else []
+    return _state_from(env, rows, lock_rows)
+
+
+def _state_from(env: Environment, rows: list[dict[str, object]], lock_rows: list[dict[str, object]]) -> EnvState:
+    lock = lock_rows[0] if lock_rows else {}
+    return EnvState(
+        env=env.name,
+        applied=_applied_from(rows),
+        lock_owner=lock.get("owner") or None,  # type: ignore[arg-type]
+        lock_acquired_at=lock.get("acquired_at") or None,  # type: ignore[arg-type]
+        lock_expires_at=lock.get("expires_at") or None,  # type: ignore[arg-type]
+    )
+
+
+def lock_and_read_state(
+    wrangler: Wrangler,
+    env: Environment,
+    owner: str,
+    files: tuple[MigrationFile, ...],
+    *,
+    with_schema: bool = False,
+) -> tuple[EnvState, DatabaseSchema | None]:
+    """Create the tracking tables, take the lease (taking over an expired one), adopt checksums of
+    wrangler-applied files, read state (and, `with_schema`, the schema): one wrangler process, one atomic batch.
+
+    Raises LockHeld (naming the holder and the lease's age) when another run holds a live lease. A migration
+    applied by plain wrangler gets the checksum of the file on disk recorded, once. A lock table from before
+    leases makes the call fail (atomically: nothing done); it is sent again with LOCK_UPGRADE first, one more
+    process once in the database's life.
+    """
+    statements = [
+        WRANGLER_DDL,
+        CHECKSUM_DDL,
+        LOCK_DDL,
+        _LOCK_QUERY + ";",  # the holder before: named if its expired lease is taken over
+        f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND {_EXPIRED};",
+        f"INSERT OR IGNORE INTO {LOCK_TABLE}(id, owner, acquired_at, expires_at) "
+        f"VALUES (1, {quote(owner)}, {NOW}, {_expiry_sql(lease_minutes())});",
+    ]
+    if files:
+        values = ", ".join(f"({quote(f.name)}, {quote(f.checksum)})" for f in files)
+        statements.append(
+            f"INSERT INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms)\n"
+            f"SELECT m.name, f.column2, m.applied_at, 'adopted from wrangler', NULL\n"
+            f"FROM {WRANGLER_TABLE} m JOIN (VALUES {values}) f ON f.column1 = m.name\n"
+            f"WHERE m.name NOT IN (SELECT name FROM {CHECKSUM_TABLE})\n"
+            f"  AND EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});"
+        )
+    statements += [_STATE_QUERY + ";", _LOCK_QUERY + ";"]
+    if with_schema:
+        statements.append(SCHEMA_READ)
+    try:
+        result = wrangler.execute(env, command="\n".join(statements))
+    except WranglerError as exc:
+        if "expires_at" not in exc.detail or "duplicate column" in exc.detail:
+            raise
+        statements.insert(3, LOCK_UPGRADE)  # a lock table from before leases: the batch did nothing; upgrade it
+        result = wrangler.execute(env, command="\n".join(statements))
+    at = -4 if with_schema else -2
+    before_at = at - 3 - (1 if files else 0)
+    state = _state_from(env, result[at].results, result[at + 1].results)
+    if state.lock_owner != owner:
+        age = state.lock_age()
+        held = f" ({age} ago)" if age else ""
+        expires = (
+            f"; its lease expires at {state.lock_expires_at}"
+            if state.lock_expires_at
+            else "; taken before leases existed, it does not expire"
+        )
+        raise LockHeld(
+            f"Environment '{env.name}' is locked by {state.lock_owner} since {state.lock_acquired_at}{held}{expires}. "
+            f"Wait for that run to finish; if it died, release the lock now with `d1ops unlock {env.name}`"
+            + (" (or run again once its lease has expired: it is then taken over)." if state.lock_expires_at else ".")
+        )
+    before = result[before_at].results[0] if result[before_at].results else {}
+    if before.get("owner") and before.get("owner") != owner:
+        since, until = before.get("acquired_at"), before.get("expires_at")
+        state = replace(state, taken_over=f"{before['owner']} (held since {since}, lease expired at {until})")
+    return state, schema_from(result) if with_schema else None
+
+
+def read_states(
+    wrangler: Wrangler,
+    envs: list[Environment],
+    *,
+    readers: dict[str, Callable[[], EnvState]] | None = None,
+) -> dict[str, EnvState]:
+    """Read several environments at once: one wrangler process each, all side by side (up to 2 per core).
+
+    `readers` replaces the plain read for some environments (e.g. the one a run locks in the same call).
+    """
+    readers = readers or {}
+
+    def read(env: Environment) -> EnvState:
+        reader = readers.get(env.name)
+        return reader() if reader else read_state(wrangler, env)
+
+    if len(envs) == 1:
+        return {envs[0].name: read(envs[0])}
+    # All at once (up to 2 per core, at least 4): a read is mostly node starting up, so three reads side by side
+    # on 2 cores take ~1.5 calls, where two rounds of two take 2 (status --all: see `make bench`).
+    with ThreadPoolExecutor(max_workers=min(len(envs), max(4, 2 * (os.cpu_count() or 1)))) as pool:
+        futures = {env.name: pool.submit(read, env) for env in envs}
+        return {name: future.result() for name, future in futures.items()}
+
+
+# The first statement of every apply batch: if this run no longer holds the lease (it expired and another run
+# took it over, or someone ran `d1ops unlock`), it fails on NOT NULL (checked before the key) and D1 rejects the
+# whole batch: a run never changes a database under a lease that is not its own.
+LEASE_LOST = f"NOT NULL constraint failed: {LOCK_TABLE}.owner"
+
+
+def lease_guard_sql(owner: str) -> str:
+    return (
+        f"INSERT INTO {LOCK_TABLE}(id, owner, acquired_at) SELECT 1, NULL, NULL "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});\n"
+    )
+
+
+def release_lock_sql(owner: str) -> str:
+    return f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)};\n"
+
+
+def release_lock(wrangler: Wrangler, env: Environment, owner: str | None = None) -> None:
+    """Release the lock (only `owner`'s lease; None, only from `d1ops unlock` of an unheld lock, any)."""
+    where = "" if owner is None else f" AND owner = {quote(owner)}"
+    wrangler.execute(env, command=f"{LOCK_DDL}\nDELETE FROM {LOCK_TABLE} WHERE id = 1{where};")
+
+
+def release_stale_lock_sql(owner: str, acquired_at: str) -> str:
+    """After a Time Travel restore: delete our own lease, and a lease taken before ours (it came back from
+    the past with the restore: while we held the lease, nobody else could take one). A lease taken after ours
+    belongs to a run that started after the restore, and stays."""
+    return f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND (owner = {quote(owner)} OR acquired_at < {quote(acquired_at)});"
+
+
+def migration_batch(migration: MigrationFile, sql: str, applied_by: str, *, release_owner: str | None) -> str:
+    """The file sent to wrangler for one migration: a start marker, its SQL, both tracking rows.
+
+    The start marker goes first so the duration is measured by the database inside the same atomic batch.
+    """
+    name = quote(migration.name)
+    parts = [
+        f"INSERT OR REPLACE INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms) "
+        f"VALUES ({name}, {quote(migration.checksum)}, {NOW}, {quote(applied_by)}, NULL);\n",
+        sql,
+        f"INSERT INTO {WRANGLER_TABLE} (name) values ({name});\n",
+        f"UPDATE {CHECKSUM_TABLE} SET duration_ms = "
+        f"CAST(ROUND((julianday('now') - julianday(applied_at)) * 86400000) AS INTEGER) WHERE name = {name};\n",
+    ]
+    if release_owner:
+        parts.append(release_lock_sql(release_owner))
+    return "".join(parts)
