@@ -98,3 +98,29 @@ def test_a_failure_the_copy_cannot_reproduce_says_so_and_shows_wranglers_error(p
     assert "The batch of 5 migration(s) failed on dev: UNIQUE constraint failed: users.id" in result.output
     assert "did not fail: the failure depends on data the copy lacks, or on dev itself" in result.output
     assert "the schema alone" in result.output
+
+
+def test_the_replay_names_the_seventh_of_ten_migrations_and_its_statement(proj: Proj) -> None:
+    """Each replayed step writes to the scratch copy's -wal file: the statement is found on a copy that has it."""
+    proj.write(
+        "migrations/0003_big.sql",
+        "CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT);\n"
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000) "
+        "INSERT INTO big SELECT i, 'value ' || i FROM c;\n",
+    )
+    for n in range(4, 9):
+        proj.write(f"migrations/{n:04d}_t{n}.sql", f"CREATE TABLE t{n} (id INTEGER PRIMARY KEY);\n")
+    proj.write(
+        "migrations/0009_broken.sql", "UPDATE big SET v = 'changed' WHERE id = 1;\nINSERT INTO nosuch VALUES (1);\n"
+    )
+    for n in range(10, 13):
+        proj.write(f"migrations/{n:04d}_t{n}.sql", f"CREATE TABLE t{n} (id INTEGER PRIMARY KEY);\n")
+    before = exact(proj)
+
+    result = proj.run("migrate", "dev", "--json")
+
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]
+    assert error.startswith("Migration 0009_broken.sql failed on dev: no such table: nosuch"), error
+    assert "statement: INSERT INTO nosuch VALUES (1);" in error
+    assert exact(proj) == before

@@ -162,7 +162,7 @@ def test_corrupted_dump_fails_verification_and_blocks_the_migration(
     monkeypatch.setattr(Wrangler, "export", corrupt_export)
     result = proj.run("migrate", "dev")
     assert result.exit_code == 1
-    assert "did not verify: the dump does not load into SQLite" in result.output
+    assert "did not verify: the dump does not load as D1 loads it" in result.output
     assert "Nothing was applied to dev." in result.output
     assert "tags" not in proj.tables()
     kept = backup_folders(proj)

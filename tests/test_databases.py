@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from d1ops.cli import cli
 from d1ops.errors import ConfigError
 from d1ops.project.config import load_config, load_configs
 from tests.conftest import Proj, make_project
@@ -130,3 +133,72 @@ def test_a_command_for_one_database_asks_which(two: Proj) -> None:
     assert "This project has several databases (main, analytics): say which with `--db NAME`." in result.output
     result = two.run("new", "add_tags", "--db", "analytics")
     assert result.exit_code == 0 and "analytics-migrations/" in result.output
+
+
+TWO_BINDINGS_WRANGLER = """\
+name = "shared"
+compatibility_date = "2025-01-01"
+
+[[d1_databases]]
+binding = "DB"
+database_name = "shared-main"
+database_id = "d5d5d5d5-0000-4000-8000-00000000d001"
+
+[[d1_databases]]
+binding = "DB2"
+database_name = "shared-second"
+database_id = "d5d5d5d5-0000-4000-8000-00000000d002"
+"""
+
+
+def one_binding_config(binding: str, migrations: str) -> str:
+    return (
+        f"database: {binding}\nmigrations_dir: {migrations}\nbackups_dir: backups\nwrangler_config: wrangler.toml\n"
+        "environments:\n  - name: dev\n    target: local\n"
+    )
+
+
+def test_two_config_files_sharing_backups_each_prune_keeps_the_other_databases_backups(tmp_path: Path) -> None:
+    """One config file per binding, both with backups_dir: backups, so both write into backups/dev/."""
+    proj = make_project(
+        tmp_path / "shared", wrangler=TWO_BINDINGS_WRANGLER, environments=one_binding_config("DB", "migrations")
+    )
+    proj.write("second.yaml", one_binding_config("DB2", "second-migrations"))
+    proj.write("second-migrations/0001_events.sql", "CREATE TABLE events (id INTEGER PRIMARY KEY);\n")
+    runner = CliRunner()
+
+    def run_second(*args: str) -> Result:
+        return runner.invoke(cli, ["--config", str(proj.root / "second.yaml"), *args], catch_exceptions=False)
+
+    assert proj.run("migrate", "dev").exit_code == 0
+    assert run_second("migrate", "dev").exit_code == 0
+    assert run_second("backup", "--env", "dev").exit_code == 0
+    for _ in range(2):
+        assert proj.run("backup", "--env", "dev").exit_code == 0
+    folder = proj.root / "backups" / "dev"
+
+    def backups_of(database: str) -> list[str]:
+        return sorted(
+            p.name
+            for p in folder.iterdir()
+            if (p / "manifest.json").is_file() and json.loads((p / "manifest.json").read_text())["database"] == database
+        )
+
+    seconds = backups_of("DB2")
+    assert len(seconds) == 1 and len(backups_of("DB")) == 2
+
+    result = proj.run("backups", "prune", "dev", "--keep", "1")
+
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 backup(s) of DB in dev." in result.output
+    assert backups_of("DB2") == seconds  # the other database's only backup is kept
+    mains = backups_of("DB")
+    assert len(mains) == 1
+    assert run_second("backup", "--env", "dev").exit_code == 0
+
+    result = run_second("backups", "prune", "dev", "--keep", "1")
+
+    assert result.exit_code == 0, result.output
+    assert "Deleted 1 backup(s) of DB2 in dev." in result.output
+    assert backups_of("DB") == mains
+    assert len(backups_of("DB2")) == 1 and backups_of("DB2") != seconds

@@ -7,6 +7,7 @@ import json
 
 from d1ops.project.project import open_project
 from tests.conftest import Proj
+from tests.test_migrate import wrangler
 
 
 def test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte_identical(proj: Proj) -> None:
@@ -99,3 +100,35 @@ def test_rehearse_copies_fts5_tables_and_their_triggers(proj: Proj) -> None:
     report = json.loads(result.stdout)
     assert report["copied_rows"]["notes"] == 2
     assert report["migrations"][0]["checks"][0]["passed"] is True  # the copy has the FTS table and its trigger
+
+
+def test_promote_rehearse_of_a_database_d1ops_never_tracked_applies_as_plain_promote_does(proj: Proj) -> None:
+    """staging was migrated by wrangler alone (0001): it has d1_migrations, and no table of d1ops."""
+    later = proj.migrations / "0002_sample_data.sql"
+    held = later.read_text(encoding="utf-8")
+    later.unlink()
+    applied = wrangler(proj.root, "d1", "migrations", "apply", "DB", "--local", "--env", "staging")
+    assert applied.returncode == 0, applied.stderr
+    later.write_text(held, encoding="utf-8")
+    assert "d1ops_migrations" not in {r[0] for r in proj.query("SELECT name FROM sqlite_master", "staging")}
+
+    result = proj.run("promote", "--to", "staging", "--rehearse")
+
+    assert result.exit_code == 0, result.output
+    assert "0002_sample_data.sql  applied" in result.output
+    assert proj.query("SELECT name FROM d1_migrations ORDER BY id", "staging") == [
+        ("0001_initial_schema.sql",),
+        ("0002_sample_data.sql",),
+    ]
+
+
+def test_rehearse_of_an_empty_database_applies_every_migration_on_the_copy(proj: Proj) -> None:
+    result = proj.run("rehearse", "staging", "--json")
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [(m["name"], m["result"]) for m in report["migrations"]] == [
+        ("0001_initial_schema.sql", "applied"),
+        ("0002_sample_data.sql", "applied"),
+    ]
+    assert proj.tables("staging") == set()  # only the copy was changed

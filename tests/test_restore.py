@@ -231,7 +231,7 @@ def test_restore_refuses_corrupt_backup_other_env_and_unconfirmed_production(pro
     result = proj.run("restore", str(folder), "--env", "dev")
 
     assert result.exit_code == 1
-    assert f"Backup {folder} does not match its manifest: dump.sql: sha256 does not match" in result.stderr
+    assert f"Backup {folder} fails verification: dump.sql: sha256 does not match the manifest" in result.stderr
     assert "Nothing was touched." in result.stderr
     assert snapshot(proj, APP_TABLES) == before
     assert sorted(p.name for p in (proj.root / "backups" / "dev").iterdir()) == [folder.name]  # no pre-restore
@@ -306,3 +306,22 @@ def test_restore_bookmark_goes_back_in_time_and_clears_the_stale_lock(
     assert report["bookmark"] == bookmark
     assert report["bookmark_before"] in server.bookmarks(uuid)
     assert report["wrangler_processes"] == 3  # lock, time-travel restore, clear the lock
+
+
+def test_restore_refuses_a_manifest_listing_no_files_and_restores_nothing(proj: Proj) -> None:
+    folder = take_backup(proj, "users", "--env", "dev")
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = []
+    manifest_path.write_text(json.dumps(manifest))
+    sql(proj, "UPDATE users SET name = 'changed after the backup' WHERE id = 1")
+    before = snapshot(proj, APP_TABLES)
+    assert proj.run("backups", "verify", folder.name).exit_code == 1
+
+    result = proj.run("restore", str(folder), "--env", "dev")
+
+    assert result.exit_code == 1
+    assert "the manifest lists no files: it vouches for nothing" in result.stderr
+    assert "Nothing was touched." in result.stderr
+    assert snapshot(proj, APP_TABLES) == before
+    assert sorted(p.name for p in (proj.root / "backups" / "dev").iterdir()) == [folder.name]  # no pre-restore

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from d1ops.errors import BackupFailed, D1OpsError, UsageError
+from d1ops.project.config import Environment
 from d1ops.support.files import write_private_json
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
@@ -122,13 +123,21 @@ def list_backups(project: Project, env_name: str | None = None) -> list[BackupEn
     return sorted(entries, key=lambda e: e.name, reverse=True)
 
 
+def of_database(manifest: dict[str, Any], env: Environment) -> bool:
+    """Whether a backup's manifest names the database `env` reaches: by its name in environments.yaml, its
+    binding or its database_name (a manifest that names none is taken to be of the folder's own database)."""
+    recorded = str(manifest.get("database") or "")
+    return not recorded or recorded in (env.database, env.binding.binding, env.binding.database_name)
+
+
 def prune_backups(project: Project, env_name: str, keep: int, *, dry_run: bool = False) -> list[BackupEntry]:
     """Delete all but the newest `keep` backups of this database in an environment; the newest verified one is
-    always kept. Another database's backups are never looked at."""
+    always kept. Another database's backups are never looked at: not those in its own folder (`databases:`),
+    nor those a second config file writes into the same folder (its manifests name its database)."""
     if keep < 1:
         raise UsageError("--keep must be at least 1.")
-    project.config.env(env_name)
-    entries = list_backups(project, env_name)
+    env = project.config.env(env_name)
+    entries = [e for e in list_backups(project, env_name) if of_database(e.manifest, env)]
     newest_verified = next((e for e in entries if e.verified), None)
     doomed = [e for e in entries[keep:] if e is not newest_verified]
     if not dry_run:

@@ -11,11 +11,21 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from d1ops.sql.schema import ORDINARY_TABLES_QUERY, DatabaseSchema, read_schema_sqlite, table_shape
+from d1ops.sql.schema import (
+    ORDINARY_TABLES_QUERY,
+    DatabaseSchema,
+    ForeignKey,
+    declared_foreign_keys,
+    lower,
+    parents_first,
+    read_schema_sqlite,
+    table_shape,
+)
 from d1ops.sql.text import (
     WRANGLER_TRANSACTION,
     StatementTooLarge,
@@ -101,28 +111,35 @@ def restore_order(statements: Iterable[str]) -> Iterator[str]:
 _CREATE_TRIGGER = re.compile(r"\s*CREATE\s+(TEMP\w*\s+)?TRIGGER\b", re.IGNORECASE)
 
 
-def load_dump(dump: Path, db: Path) -> None:
+def load_dump(dump: Path, db: Path, *, foreign_keys: bool = False, parents: AbsentParents | None = None) -> None:
     """Stream-load an SQL dump into an on-disk SQLite database (memory stays flat for any dump size).
+
+    `foreign_keys`: load it as D1 does, foreign keys on and the whole dump one transaction (its `PRAGMA
+    defer_foreign_keys` holds to the end, as in D1's atomic `execute --file`): a row of a table whose parent is
+    not created yet fails with D1's own "no such table: main.<parent>", and a row whose parent row is missing
+    fails the COMMIT. `parents` stand in for the tables a backup of some tables references (see AbsentParents);
+    they are dropped after the load. Without `foreign_keys`, SQLite's default: rows only, no key checked.
 
     Consecutive one-row INSERTs into one table (wrangler's export writes nothing else) are joined into INSERTs
     of up to 500 rows: SQLite compiles a million one-row statements in ~3.9 s and the same rows joined in ~1.8 s
-    (measured here). Every other statement is run as it is.
+    (measured here). Every other statement is run as it is. No statement cache: each joined INSERT is new text
+    (one transaction with execute() per statement is as fast as executescript() in 1 MB chunks, measured here).
     """
-    conn = sqlite3.connect(db, isolation_level=None)
+    parents = parents or AbsentParents()
+    conn = sqlite3.connect(db, isolation_level=None, cached_statements=0)
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        # executescript on ~1 MB of statements at a time: one execute() per row compiles each distinct INSERT
-        # through Python's statement cache (~2x slower on a dump of a million one-row INSERTs, measured here).
-        chunk: list[str] = []
-        size = 0
+        conn.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        conn.execute("BEGIN")
+        for statement in parents.create:
+            conn.execute(statement)
         for statement in _joined(dump_rows(restore_order(dump_statements(dump)))):
-            chunk.append(statement)
-            size += len(statement)
-            if size > 1 << 20:
-                conn.executescript("BEGIN;\n" + "".join(chunk) + "COMMIT;\n")
-                chunk, size = [], 0
-        conn.executescript("BEGIN;\n" + "".join(chunk) + "COMMIT;\n")
+            conn.execute(statement)
+        for statement in parents.fill:
+            conn.execute(statement)
+        conn.execute("COMMIT")
+        parents.drop(conn)
     finally:
         conn.close()
 
@@ -137,19 +154,28 @@ def _joined(rows: Iterable[tuple[str, str]], limit: int = 500) -> Iterator[str]:
             yield prefix[:-1] + ",".join(batch) + ";\n"
 
 
-def load_backup(folder: Path, manifest: dict[str, Any], db: Path) -> None:
-    """Load any backup (SQL dump or JSON files) into a temporary SQLite database."""
+def load_backup(folder: Path, manifest: dict[str, Any], db: Path, *, foreign_keys: bool = False) -> None:
+    """Load any backup (SQL dump or JSON files) into a temporary SQLite database.
+
+    `foreign_keys`: as D1 loads it (see load_dump), the tables a backup of some tables references stood in for.
+    """
+    parents = backup_parents(manifest) if foreign_keys else AbsentParents()
     if manifest.get("format", "sql") == "sql":
-        load_dump(folder / SQL_DUMP, db)
+        load_dump(folder / SQL_DUMP, db, foreign_keys=foreign_keys, parents=parents)
         return
     conn = sqlite3.connect(db, isolation_level=None)
     try:
+        conn.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         conn.execute("BEGIN")
+        conn.execute("PRAGMA defer_foreign_keys=ON")  # as the SQL written for D1 from these files (dump_sqlite)
+        for statement in parents.create:
+            conn.execute(statement)
         schema = manifest.get("schema", [])
         for statement in (s for s in schema if is_create_table(s)):
             conn.execute(statement)
-        for table in manifest["tables"]:
-            _insert_json_rows(conn, table["name"], folder / f"{table['name']}.json")
+        names = [str(t["name"]) for t in manifest["tables"]]
+        for table in parents_first(names, read_schema_sqlite(conn).foreign_keys):
+            _insert_json_rows(conn, table, folder / f"{table}.json")
         sequence = manifest.get("sqlite_sequence") or []
         if sequence:
             conn.execute("DELETE FROM sqlite_sequence")
@@ -165,9 +191,85 @@ def load_backup(folder: Path, manifest: dict[str, Any], db: Path) -> None:
                 conn.execute(rebuild_sql(name))
         for statement in (s for s in rest if _CREATE_TRIGGER.match(s)):
             conn.execute(statement)
+        for statement in parents.fill:
+            conn.execute(statement)
         conn.execute("COMMIT")
+        parents.drop(conn)
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class AbsentParents:
+    """Stand-ins for the tables that a backup of some tables references and does not hold (posts' users).
+
+    D1 enforces foreign keys: without its parent table, not one row of a child loads ("no such table:
+    main.users"), and without the parent rows its rows fail the COMMIT. A load into an empty database (the
+    checks of such a backup) creates each parent as a table of its key columns alone (`create`, first), and
+    after the rows inserts the distinct keys the rows reference (`fill`, through a temporary index on the
+    child's columns, so each key is matched without a scan): the rows are then checked as D1 checks them in the
+    database they came from, where the parents exist. A restore into that database needs none of this.
+    """
+
+    create: tuple[str, ...] = ()
+    fill: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+
+    def drop(self, conn: sqlite3.Connection) -> None:
+        """Drop the stand-ins from a loaded SQLite database (foreign keys off: no row of the backup changes)."""
+        if self.tables:
+            conn.execute("PRAGMA foreign_keys=OFF")
+            for table in self.tables:
+                conn.execute(f"DROP TABLE {ident(table)}")
+
+    def around(self, out: TextIO, body: Callable[[TextIO], None]) -> None:
+        """Write SQL for D1 with the stand-ins: their tables, `body`, their keys."""
+        out.writelines(f"{s}\n" for s in self.create)
+        body(out)
+        out.writelines(f"{s}\n" for s in self.fill)
+
+
+def absent_parents(schema: Iterable[str], tables: Iterable[str]) -> AbsentParents:
+    """The stand-ins a backup of `tables` needs, from the CREATE statements it records (`schema`)."""
+    held = lower(tables)
+    fks = [fk for fk in declared_foreign_keys(s for s in schema if is_create_table(s)) if fk.parent.lower() not in held]
+    by_parent: dict[str, list[ForeignKey]] = {}
+    for fk in fks:
+        by_parent.setdefault(next((p for p in by_parent if p.lower() == fk.parent.lower()), fk.parent), []).append(fk)
+    create: list[str] = []
+    fill: list[str] = []
+    for parent, keys in by_parent.items():
+        primary = next((fk for fk in keys if fk.refs is None), None)
+        pk = [f"_d1ops_key{i + 1}" for i in range(len(primary.columns))] if primary else []
+        columns = list(pk)
+        unique = []
+        for fk in keys:
+            if fk.refs is not None:
+                columns += [c for c in fk.refs if c.lower() not in lower(columns)]
+                unique.append(f"UNIQUE ({', '.join(ident(c) for c in fk.refs)})")
+        constraints = ([f"PRIMARY KEY ({', '.join(ident(c) for c in pk)})"] if pk else []) + list(dict.fromkeys(unique))
+        create.append(f"CREATE TABLE {ident(parent)} ({', '.join([*(ident(c) for c in columns), *constraints])});")
+        for fk in keys:
+            targets = pk if fk.refs is None else list(fk.refs)
+            if len(targets) != len(fk.columns):
+                continue  # a key of another arity than the first to the primary key: D1 refuses it anyway
+            index = f"_d1ops_parent_key_{len(fill) + 1}"  # hidden from schema reads (the _d1ops_ prefix)
+            listed = ", ".join(ident(c) for c in fk.columns)
+            present = " AND ".join(f"{ident(c)} IS NOT NULL" for c in fk.columns)
+            fill += [
+                f"CREATE INDEX {ident(index)} ON {ident(fk.child)} ({listed});",
+                f"INSERT OR IGNORE INTO {ident(parent)} ({', '.join(ident(c) for c in targets)}) "
+                f"SELECT DISTINCT {listed} FROM {ident(fk.child)} WHERE {present};",
+                f"DROP INDEX {ident(index)};",
+            ]
+    return AbsentParents(tuple(create), tuple(fill), tuple(by_parent))
+
+
+def backup_parents(manifest: dict[str, Any]) -> AbsentParents:
+    """The stand-ins a backup needs when it is loaded on its own: none for a whole database."""
+    if manifest.get("whole_database"):
+        return AbsentParents()
+    return absent_parents(manifest.get("schema") or [], (str(t["name"]) for t in manifest["tables"]))
 
 
 def _insert_json_rows(conn: sqlite3.Connection, table: str, path: Path) -> None:
@@ -227,7 +329,8 @@ def _sql_of(schema: DatabaseSchema, name: str) -> str:
 def dump_sqlite(db: Path, out: TextIO) -> None:
     """Write an SQLite database as SQL D1 accepts, in an order that restores it whole.
 
-    Ordinary tables first, then their rows (multi-row INSERTs within D1's statement limit), `sqlite_sequence`,
+    Ordinary tables first, then their rows, parents before children (multi-row INSERTs within D1's statement
+    limit), `sqlite_sequence`,
     indexes, virtual tables (a regular FTS5 table with its rows, an external-content one rebuilt from its
     content table), views, and triggers last, so that no trigger fires on a restored row and no foreign key
     names a table not created yet. FTS5 shadow tables are never written: CREATE VIRTUAL TABLE makes them.
@@ -242,7 +345,7 @@ def dump_sqlite(db: Path, out: TextIO) -> None:
         by_name = {o.name: o for o in schema.objects}
         for table in tables:
             out.write(f"{by_name[table].sql};\n")
-        for table in tables:
+        for table in parents_first(tables, schema.foreign_keys):  # D1 defers the checks; no child row waits
             columns = table_shape(conn, table).columns
             rows = conn.execute(f"SELECT {', '.join(ident(c) for c in columns)} FROM {ident(table)}")
             out.writelines(insert_statements(table, columns, rows))

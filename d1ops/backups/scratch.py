@@ -64,6 +64,23 @@ class ScratchD1:
         files = [p for p in folder.glob("*.sqlite") if p.name != "metadata.sqlite"] if folder.is_dir() else []
         return files[0] if len(files) == 1 else None
 
+    def snapshot(self, path: Path) -> bool:
+        """Copy the scratch database to `path` as it is now, the writes still in its -wal file included (a plain
+        file copy misses them: the tables recent statements created). False when there is no database yet."""
+        source = self.sqlite_file()
+        if source is None:
+            return False
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            dst = sqlite3.connect(path)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        return True
+
     def table_counts(self, tables: list[str] | None = None) -> dict[str, int]:
         """Rows per table, read from the scratch file directly (no wrangler process): `tables`, or every
         ordinary table. A table this Python's SQLite cannot read (an FTS5 module missing) is left out."""

@@ -19,7 +19,16 @@ from d1ops import __version__
 from d1ops.support.background import Background
 from d1ops.backups.catalog import write_manifest
 from d1ops.project.config import Environment
-from d1ops.backups.dumpfile import SCHEMA_FILE, SQL_DUMP, complete_from_schema, dump_sqlite, load_dump, write_table_json
+from d1ops.backups.dumpfile import (
+    SCHEMA_FILE,
+    SQL_DUMP,
+    AbsentParents,
+    absent_parents,
+    complete_from_schema,
+    dump_sqlite,
+    load_dump,
+    write_table_json,
+)
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
 from d1ops.support.files import make_private_dir, utc_now, utc_stamp
 from d1ops.project.migrations import sha256_file
@@ -29,6 +38,7 @@ from d1ops.sql.schema import (
     DatabaseSchema,
     check_tables,
     count_rows_sql,
+    created_before_parent,
     counts_from,
     read_schema,
     schema_from,
@@ -263,15 +273,19 @@ def _write_dump(
     """
     dump, db = folder / SQL_DUMP, tmp / "load.sqlite"
     fallback = whole and bool(schema.virtual_tables)
+    # A child created before its parent (ALTER TABLE … REFERENCES): wrangler's export, in creation order, has
+    # its rows before the parent exists, which D1 refuses; dump.sql is then written by d1ops, parents first.
+    rewrite = fallback or bool(created_before_parent([t for t in schema.tables if t in set(tables)], schema.foreign_keys))
+    parents = AbsentParents() if whole else absent_parents(schema.ddl_for(tables), tables)
     if exported:
         pass  # the caller exported these named tables already
     elif whole and not fallback:
         export_sql(project, env, dump, tables=tables, whole=True)
     else:
         export_sql(project, env, dump, tables=tables + (_fallback_extras(schema) if whole else []), whole=False)
-    scratch = start_scratch_load(project, dump, tmp) if full and fmt == "sql" and not fallback else None
-    try:
-        load_dump(dump, db)
+    scratch = start_scratch_load(project, dump, tmp, parents) if full and fmt == "sql" and not rewrite else None
+    try:  # the dump wrangler wrote loaded as D1 loads it: the quick check of the backup, done here once
+        load_dump(dump, db, foreign_keys=fmt == "sql" and not rewrite, parents=parents)
     except (sqlite3.Error, ValueError, UnicodeDecodeError):
         if scratch is not None:
             scratch.wait()
@@ -281,6 +295,7 @@ def _write_dump(
         return Dumped([SQL_DUMP], {}, [], [], None)
     if fallback:
         complete_from_schema(db, schema)
+    if rewrite and fmt == "sql":
         with dump.open("w", encoding="utf-8") as out:
             dump_sqlite(db, out)
     virtual: list[dict[str, Any]] = (
@@ -298,7 +313,7 @@ def _write_dump(
             else []
         )
         if fmt == "sql":
-            return Dumped([SQL_DUMP], counts, virtual, sequence, None if fallback else db, scratch)
+            return Dumped([SQL_DUMP], counts, virtual, sequence, None if rewrite else db, scratch)
         # JSON: the rows of each table (and of each regular FTS5 table, rowids included) streamed out of SQLite.
         names = []
         for table in tables:
@@ -361,8 +376,9 @@ def bookmark_restore_command(env: Environment, bookmark: str) -> str:
 
 def export_database(project: Project, env: Environment, schema: DatabaseSchema, output: Path) -> None:
     """The whole database as SQL that restores every object: wrangler's own export, or (FTS5 present, which
-    wrangler refuses) the fallback a backup uses."""
-    if not schema.virtual_tables:
+    wrangler refuses) or a child created before its parent (which wrangler's export writes in an order D1
+    refuses), the dump a backup writes."""
+    if not schema.virtual_tables and not created_before_parent(schema.tables, schema.foreign_keys):
         export_sql(project, env, output, tables=schema.tables, whole=True)
         return
     with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:

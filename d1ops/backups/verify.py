@@ -1,7 +1,8 @@
 """Verification: is a backup what its manifest says, and does it load?
 
-- quick: every file's sha256 matches the manifest, the dump stream-loads into a temporary SQLite database,
-  and every table holds the rows the manifest lists.
+- quick: every file's sha256 matches the manifest, the dump stream-loads into a temporary SQLite database
+  as D1 loads it (foreign keys on, one transaction), and every table holds the rows the manifest lists.
+  A restore runs the same check (`quick_check`).
 - full: quick, and the dump is loaded into a scratch local D1 through wrangler and the rows counted there:
   the proof that D1 itself accepts it. The D1 load (one wrangler process, most of the time) runs in a
   background thread while the quick check loads SQLite, and the rows are counted in the file it wrote.
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 from d1ops.support import progress
 from d1ops.support.background import Background
 from d1ops.backups.catalog import checksum_problems, read_manifest, write_manifest
-from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, load_backup, write_compact_dump
+from d1ops.backups.dumpfile import SQL_DUMP, AbsentParents, backup_parents, dump_sqlite, load_backup, write_compact_dump
 from d1ops.errors import BackupFailed, ContentionError, WranglerError
 from d1ops.support.files import utc_now
 from d1ops.project.project import Project
@@ -102,9 +103,10 @@ class ScratchLoad:
         return ("row counts differ in the scratch D1: " + "; ".join(wrong)) if wrong else None
 
 
-def start_scratch_load(project: Project, dump: Path, tmp: Path) -> ScratchLoad:
-    """Start full verification's D1 load of an SQL dump (compacted for D1 first)."""
-    return ScratchLoad(project, tmp, lambda out: write_compact_dump(dump, out))
+def start_scratch_load(project: Project, dump: Path, tmp: Path, parents: AbsentParents) -> ScratchLoad:
+    """Start full verification's D1 load of an SQL dump (compacted for D1 first), with stand-ins for the
+    tables a backup of some tables references (`parents`)."""
+    return ScratchLoad(project, tmp, lambda out: parents.around(out, lambda body: write_compact_dump(dump, body)))
 
 
 def verify_backup(
@@ -169,7 +171,7 @@ def _problem(
     progress.step(f"Verifying {folder.name} ({level})")
     with tempfile.TemporaryDirectory(prefix="d1ops-verify-", ignore_cleanup_errors=True) as tmp:
         if level == "full" and scratch is None and manifest.get("format", "sql") == "sql":
-            scratch = start_scratch_load(project, folder / SQL_DUMP, Path(tmp))  # beside the SQLite load
+            scratch = start_scratch_load(project, folder / SQL_DUMP, Path(tmp), backup_parents(manifest))
         db = loaded or Path(tmp) / "verify.sqlite"
         problem = _sqlite_problem(folder, manifest, loaded, db)
         if problem is not None or level != "full":
@@ -177,7 +179,8 @@ def _problem(
                 scratch.wait()
             return problem
         if scratch is None:  # JSON backups: D1 SQL written from the loaded SQLite
-            scratch = ScratchLoad(project, Path(tmp), lambda out: dump_sqlite(db, out))
+            parents = backup_parents(manifest)
+            scratch = ScratchLoad(project, Path(tmp), lambda out: parents.around(out, lambda body: dump_sqlite(db, body)))
         return scratch.result(expected_rows(manifest))
 
 
@@ -191,13 +194,24 @@ def _files_problem(folder: Path, manifest: dict[str, Any]) -> str | None:
     return "; ".join(problems) if problems else None
 
 
+def quick_check(folder: Path, manifest: dict[str, Any], db: Path) -> str | None:
+    """Why a backup fails the quick check, or None: what `backups verify` and a restore check (one function).
+
+    The manifest lists the files it vouches for and every checksum matches; the backup loads into SQLite as D1
+    loads it (foreign keys on, one transaction; the tables a backup of some tables references stood in for,
+    see dumpfile.AbsentParents); and it holds the rows its manifest lists. `db` is left holding the backup.
+    """
+    return _files_problem(folder, manifest) or _sqlite_problem(folder, manifest, None, db)
+
+
 def _sqlite_problem(folder: Path, manifest: dict[str, Any], loaded: Path | None, db: Path) -> str | None:
-    """The quick check: the backup loads into SQLite and holds the rows its manifest lists."""
+    """The quick check's load: the backup loads into SQLite as D1 loads it and holds the rows its manifest
+    lists (`loaded`: the run that wrote it loaded it so already)."""
     if loaded is None:
         try:
-            load_backup(folder, manifest, db)
+            load_backup(folder, manifest, db, foreign_keys=True)
         except (sqlite3.Error, ValueError, OSError, UnicodeDecodeError) as exc:
-            return f"the dump does not load into SQLite: {exc}"
+            return f"the dump does not load as D1 loads it (into SQLite, foreign keys on): {exc}"
     expected = expected_rows(manifest)
     conn = sqlite3.connect(db)
     try:

@@ -1,9 +1,9 @@
 """restore: make an environment's tables equal a backup again, or (remote) go back to a Time Travel bookmark.
 
-The backup is checked (checksums, a load into SQLite, its row counts) before the run starts: a refusal there
-touches nothing and files nothing. Then the run: lock → read the schema → plan → confirm → a verified
-pre-restore backup of what is about to be replaced → one atomic `execute --file` batch that also releases the
-lock → report.
+The backup is checked by verification's quick check (checksums, a load into SQLite as D1 loads it, its row
+counts) before the run starts: a refusal there touches nothing and files nothing. Then the run: lock → read the
+schema → plan → confirm → a verified pre-restore backup of what is about to be replaced → one atomic
+`execute --file` batch that also releases the lock → report.
 
 - A whole-database backup replaces every ordinary table, `d1_migrations` and `d1ops_migrations` included:
   drop them all, replay the dump (`restore_database.py`).
@@ -14,15 +14,13 @@ lock → report.
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d1ops.backups.catalog import checksum_problems, read_manifest
-from d1ops.backups.dumpfile import load_backup
+from d1ops.backups.catalog import of_database, read_manifest
+from d1ops.backups.verify import quick_check
 from d1ops.cli.render import text_table
 from d1ops.errors import D1OpsError, OutcomeUnknown, RestoreFailed, UsageError, WranglerError
 from d1ops.project.config import Environment
@@ -30,7 +28,6 @@ from d1ops.project.project import Project
 from d1ops.run.sequence import Change, Confirm, Run, RunReport, run_change
 from d1ops.run.tracking import LOCK_DDL, release_stale_lock_sql
 from d1ops.sql.tablediff import Dependent, TableRestore
-from d1ops.sql.text import ident
 
 
 @dataclass
@@ -122,15 +119,10 @@ class BackupRestore(RestoreChange):
 
 
 def check_backup(folder: Path, manifest: dict[str, Any], env: Environment, db: Path, *, from_other_env: bool) -> None:
-    """Refuse a backup that does not match its manifest, does not load, or comes from another environment."""
-    problems = checksum_problems(folder, manifest)
-    if problems:
-        raise RestoreFailed(
-            f"Backup {folder} does not match its manifest: {'; '.join(problems)}. Nothing was touched. "
-            f"Restore another backup (`d1ops backups list {manifest.get('env') or env.name}`)."
-        )
+    """Refuse a backup of another database or environment, or one that fails verification's quick check (the
+    check `backups verify` runs); `db` is left holding the backup."""
     source_db = str(manifest.get("database") or "")
-    if source_db and env.database and source_db not in (env.database, env.binding.binding, env.binding.database_name):
+    if env.database and not of_database(manifest, env):
         raise UsageError(
             f"Backup {folder.name} is a backup of database {source_db}, not {env.database}: refusing to restore it "
             f"into {env.database}. Restore it with `--db {source_db}`, or pick a backup of {env.database} from "
@@ -143,23 +135,11 @@ def check_backup(folder: Path, manifest: dict[str, Any], env: Environment, db: P
             f"Restoring it replaces rows of {env.name} with rows of {source_env or 'that environment'}: "
             "if that is what you want, pass --from-other-env."
         )
-    try:
-        load_backup(folder, manifest, db)
-        with closing(sqlite3.connect(db)) as conn:
-            wrong = []
-            for entry in manifest["tables"]:
-                counted = conn.execute(f"SELECT count(*) FROM {ident(entry['name'])}").fetchone()[0]
-                if counted != int(entry["rows"]):
-                    wrong.append(f"{entry['name']}: {counted} rows in the dump, {entry['rows']} in the manifest")
-    except (sqlite3.Error, ValueError, OSError, UnicodeDecodeError) as exc:
+    problem = quick_check(folder, manifest, db)
+    if problem is not None:
         raise RestoreFailed(
-            f"Backup {folder} does not load into SQLite ({exc}). Nothing was touched. "
-            "Restore another backup (`d1ops backups list`)."
-        ) from exc
-    if wrong:
-        raise RestoreFailed(
-            f"Backup {folder} does not hold the rows its manifest lists: {'; '.join(wrong)}. "
-            "Nothing was touched. Restore another backup (`d1ops backups list`)."
+            f"Backup {folder} fails verification: {problem}. Nothing was touched. "
+            f"Restore another backup (`d1ops backups list {source_env or env.name}`)."
         )
 
 

@@ -8,7 +8,6 @@ export) or, when no data was taken, with its schema alone. On it:
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -20,7 +19,7 @@ from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, load_backup, write_com
 from d1ops.backups.scratch import ScratchD1
 from d1ops.errors import WranglerError
 from d1ops.project.migrations import MigrationFile
-from d1ops.run.tracking import actor, migration_batch
+from d1ops.run.tracking import TRACKING_DDL, actor, migration_batch
 from d1ops.sql.schema import DatabaseSchema
 from d1ops.sql.text import iter_statements, sql_for_batch, strip_comments
 from d1ops.support import progress
@@ -46,6 +45,14 @@ def schema_sql(schema: DatabaseSchema) -> str:
     return "".join(f"{o.sql};\n" for o in ordered if o.sql)
 
 
+def load_copy(scratch: ScratchD1, source: Path) -> None:
+    """Load `source` into the scratch D1, with d1ops's tracking tables (as every run creates them before it
+    applies anything): a database d1ops never tracked, or an empty one, is copied as the run would find it."""
+    with source.open("a", encoding="utf-8") as out:
+        out.write(f"\n{TRACKING_DDL}\n")
+    scratch.run_file(source)
+
+
 def copy_from_backup(scratch: ScratchD1, folder: Path, manifest: dict[str, object], work: Path) -> Copy:
     """Load a whole-database backup (SQL or JSON) into the scratch D1: one process."""
     source = work / "copy.sql"
@@ -56,7 +63,7 @@ def copy_from_backup(scratch: ScratchD1, folder: Path, manifest: dict[str, objec
             db = work / "copy.sqlite"
             load_backup(folder, manifest, db)  # type: ignore[arg-type]
             dump_sqlite(db, out)
-    scratch.run_file(source)
+    load_copy(scratch, source)
     return Copy(scratch, f"the backup {folder.name}")
 
 
@@ -64,14 +71,14 @@ def copy_from_dump(scratch: ScratchD1, dump: Path, work: Path, label: str) -> Co
     source = work / "copy.sql"
     with source.open("w", encoding="utf-8") as out:
         write_compact_dump(dump, out)
-    scratch.run_file(source)
+    load_copy(scratch, source)
     return Copy(scratch, label)
 
 
 def copy_from_schema(scratch: ScratchD1, schema: DatabaseSchema, work: Path) -> Copy:
     source = work / "schema.sql"
     source.write_text(schema_sql(schema), encoding="utf-8")
-    scratch.run_file(source)
+    load_copy(scratch, source)
     return Copy(scratch, "the schema alone (no backup of the data was taken)")
 
 
@@ -133,11 +140,10 @@ def explain_failure(run: Run, steps: list[Step], failure: WranglerError) -> Foun
 
 def failing_statement(scratch: ScratchD1, sql: str, work: Path) -> tuple[str | None, str | None]:
     """The first statement of `sql` that SQLite refuses on a copy of the scratch database, and its message."""
-    source = scratch.sqlite_file()
-    if source is None:
-        return None, None
     probe = work / "probe.sqlite"
-    shutil.copyfile(source, probe)
+    probe.unlink(missing_ok=True)
+    if not scratch.snapshot(probe):
+        return None, None
     conn = sqlite3.connect(probe, isolation_level=None)
     try:
         conn.execute("PRAGMA foreign_keys=ON")

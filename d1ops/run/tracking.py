@@ -52,6 +52,8 @@ LOCK_DDL = f"""CREATE TABLE IF NOT EXISTS {LOCK_TABLE}(
   acquired_at TEXT NOT NULL,
   expires_at  TEXT
 );"""
+TRACKING_DDL = f"{WRANGLER_DDL}\n{CHECKSUM_DDL}\n{LOCK_DDL}"
+"""Every tracking table, created where it is missing (what a run does first, in its lock call)."""
 # A lock table from before leases lacks expires_at (SQLite has no ADD COLUMN IF NOT EXISTS). The lock call then
 # fails as a whole (nothing done) and is sent again with this first: once in a database's life.
 LOCK_UPGRADE = f"ALTER TABLE {LOCK_TABLE} ADD COLUMN expires_at TEXT;"

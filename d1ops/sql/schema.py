@@ -220,6 +220,31 @@ def parents_first(tables: list[str], fks: Iterable[ForeignKey]) -> list[str]:
     return order
 
 
+def created_before_parent(tables: list[str], fks: Iterable[ForeignKey]) -> list[ForeignKey]:
+    """The foreign keys between `tables` (in creation order, the order wrangler exports them in) whose child
+    comes first: a key added later by ALTER TABLE … REFERENCES. An export then writes the child's rows before
+    its parent table exists, and D1 (foreign keys on) refuses them: "no such table: main.<parent>"."""
+    position = {t.lower(): i for i, t in enumerate(tables)}
+    return [
+        fk
+        for fk in fks
+        if fk.child.lower() in position
+        and fk.parent.lower() in position
+        and position[fk.child.lower()] < position[fk.parent.lower()]
+    ]
+
+
+def declared_foreign_keys(create_tables: Iterable[str]) -> list[ForeignKey]:
+    """The foreign keys that these CREATE TABLE statements declare, as SQLite itself reads them (in memory)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statement in create_tables:
+            conn.execute(statement)
+        return list(read_schema_sqlite(conn).foreign_keys)
+    finally:
+        conn.close()
+
+
 def referencing(tables: list[str], fks: Iterable[ForeignKey]) -> list[str]:
     """Tables outside `tables` that reference them, directly or through each other (what a cascade can reach)."""
     fks = list(fks)

@@ -1,0 +1,110 @@
+"""Backups of databases with foreign keys load into D1, which enforces them: a child table created before its
+parent (the key added later by ALTER TABLE … REFERENCES), and a backup of some child tables without their parents.
+The quick check loads a backup as D1 does (foreign keys on, one transaction), so it fails where D1 would."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from d1ops.project.migrations import sha256_file
+from tests.conftest import Proj, make_project
+from tests.test_migrate import wrangler
+from tests.test_restore import rows, sql
+
+# posts is created before users, and linked to it afterwards: wrangler's export writes posts' rows before the
+# CREATE TABLE of users.
+CHILD_FIRST = {
+    "0001_posts.sql": "CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL);\n",
+    "0002_users.sql": "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);\n",
+    "0003_link.sql": "ALTER TABLE posts ADD COLUMN author_id INTEGER REFERENCES users(id);\n",
+    "0004_rows.sql": (
+        "INSERT INTO users VALUES (1, 'ada@example.com'), (2, 'alan@example.com');\n"
+        "INSERT INTO posts VALUES (1, 'first', 1), (2, 'second', 2), (3, 'third', 1), (4, 'orphan-free', NULL);\n"
+    ),
+}
+
+
+def child_first_project(root: Path) -> Proj:
+    proj = make_project(root, migrations_from=None)
+    for name, text in CHILD_FIRST.items():
+        proj.write(f"migrations/{name}", text)
+    result = proj.run("migrate", "dev")
+    assert result.exit_code == 0, result.output
+    return proj
+
+
+def test_a_child_created_before_its_parent_backs_up_verified_full_and_restores_into_an_empty_database(
+    tmp_path: Path,
+) -> None:
+    proj = child_first_project(tmp_path / "project")
+    export = tmp_path / "export.sql"
+    assert wrangler(proj.root, "d1", "export", "DB", "--local", "--output", str(export)).returncode == 0
+    text = export.read_text(encoding="utf-8")
+    assert text.index('INSERT INTO "posts"') < text.index("CREATE TABLE users")  # the order D1 refuses
+
+    backup = proj.run("backup", "--verify", "full", "--json")
+
+    assert backup.exit_code == 0, backup.output
+    summary = json.loads(backup.stdout)
+    assert summary["verified"] is True and summary["verify_level"] == "full"
+    assert summary["tables"]["posts"] == 4 and summary["tables"]["users"] == 2
+    restore = proj.run("restore", summary["path"], "--env", "staging", "--from-other-env", "--json")
+    assert restore.exit_code == 0, restore.output
+    for table in ("users", "posts", "d1_migrations"):
+        assert rows(proj, table, "staging") == rows(proj, table, "dev")
+    assert proj.query("PRAGMA foreign_key_list(posts)", "staging")[0][2] == "users"
+
+
+def test_the_quick_check_refuses_a_dump_d1_refuses(tmp_path: Path) -> None:
+    """wrangler's own export of that database, put in a backup: SQLite without foreign keys would load it, D1
+    does not, and neither does the quick check (the full check's D1 load says the same)."""
+    proj = child_first_project(tmp_path / "project")
+    backup = proj.run("backup", "--json")
+    assert backup.exit_code == 0, backup.output
+    folder = Path(json.loads(backup.stdout)["path"])
+    dump = folder / "dump.sql"
+    assert wrangler(proj.root, "d1", "export", "DB", "--local", "--output", str(dump)).returncode == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = [{"name": "dump.sql", "sha256": sha256_file(dump), "size": dump.stat().st_size}]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    quick = proj.run("backups", "verify", folder.name)
+    assert quick.exit_code == 1
+    assert "no such table: main.users" in quick.output
+    full = proj.run("backups", "verify", folder.name, "--full")
+    assert full.exit_code == 1
+    assert "no such table: main.users" in full.output
+
+
+def test_a_posts_backup_of_protected_production_verifies_full_and_restores_with_yes(proj: Proj) -> None:
+    assert proj.run("promote", "--to", "staging").exit_code == 0
+    promoted = proj.run("promote", "--to", "production", "--yes")
+    assert promoted.exit_code == 0, promoted.output
+    sql(
+        proj,
+        "INSERT INTO users (id, email, name) VALUES (1, 'ada@example.com', 'Ada'), (2, 'alan@example.com', 'Alan');"
+        "INSERT INTO posts (id, user_id, title, slug) VALUES (1, 1, 'one', 'one'), (2, 2, 'two', 'two'), "
+        "(3, 1, 'three', 'three');",
+        "production",
+    )
+    before = rows(proj, "posts", "production")
+
+    backup = proj.run("backup", "posts", "--env", "production", "--verify", "full", "--json")
+
+    assert backup.exit_code == 0, backup.output
+    summary = json.loads(backup.stdout)
+    assert summary["verified"] is True and summary["verify_level"] == "full"
+    assert summary["tables"] == {"posts": 3}
+    sql(proj, "DELETE FROM posts WHERE id = 2; UPDATE posts SET title = 'changed' WHERE id = 1;", "production")
+
+    restore = proj.run("restore", summary["path"], "--env", "production", "--yes", "--json")
+
+    assert restore.exit_code == 0, restore.output
+    report = json.loads(restore.stdout)
+    assert rows(proj, "posts", "production") == before
+    pre = json.loads((Path(report["pre_restore_backup"]) / "manifest.json").read_text())
+    assert pre["verify_level"] == "full" and [t["name"] for t in pre["tables"]] == ["posts"]
+    assert sorted(proj.query("SELECT name FROM sqlite_master WHERE type = 'table'", "production")) == sorted(
+        proj.query("SELECT name FROM sqlite_master WHERE type = 'table'", "staging")
+    )  # no stand-in parent table was left in production
