@@ -5,8 +5,12 @@ The quick check loads a backup as D1 does (foreign keys on, one transaction), so
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
+import pytest
+
+from d1ops.backups.dumpfile import absent_parents, load_dump
 from d1ops.project.migrations import sha256_file
 from tests.conftest import Proj, make_project
 from tests.test_migrate import wrangler
@@ -108,3 +112,32 @@ def test_a_posts_backup_of_protected_production_verifies_full_and_restores_with_
     assert sorted(proj.query("SELECT name FROM sqlite_master WHERE type = 'table'", "production")) == sorted(
         proj.query("SELECT name FROM sqlite_master WHERE type = 'table'", "staging")
     )  # no stand-in parent table was left in production
+
+
+def test_stand_ins_cover_keys_to_a_primary_key_to_unique_columns_and_composite_keys(tmp_path: Path) -> None:
+    ddl = (
+        "CREATE TABLE c (id INTEGER PRIMARY KEY, a INTEGER REFERENCES p, e TEXT REFERENCES q(email), "
+        "x TEXT, y INTEGER, FOREIGN KEY (x, y) REFERENCES r(k1, k2))"
+    )
+    dump = tmp_path / "dump.sql"
+    dump.write_text(
+        f"PRAGMA defer_foreign_keys=TRUE;\n{ddl};\n"
+        "INSERT INTO \"c\" VALUES(1,10,'a@example.com','k',1);\n"
+        "INSERT INTO \"c\" VALUES(2,10,NULL,'k',NULL);\n"
+        "INSERT INTO \"c\" VALUES(3,NULL,'b@example.com',NULL,2);\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(sqlite3.OperationalError, match=r"no such table: main\.[pqr]"):
+        load_dump(dump, tmp_path / "without.sqlite", foreign_keys=True)
+
+    parents = absent_parents([ddl], ["c"])
+    assert sorted(parents.tables) == ["p", "q", "r"]
+    db = tmp_path / "with.sqlite"
+    load_dump(dump, db, foreign_keys=True, parents=parents)
+
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("c",)]  # the stand-ins are gone
+        assert conn.execute("SELECT count(*) FROM c").fetchone() == (3,)
+    finally:
+        conn.close()
