@@ -141,3 +141,16 @@ def test_stand_ins_cover_keys_to_a_primary_key_to_unique_columns_and_composite_k
         assert conn.execute("SELECT count(*) FROM c").fetchone() == (3,)
     finally:
         conn.close()
+
+
+def test_a_backup_of_the_child_and_its_later_parent_by_name_verifies_full(tmp_path: Path) -> None:
+    """`--table` exports are in creation order too, whatever order the names are given in."""
+    proj = child_first_project(tmp_path / "project")
+
+    backup = proj.run("backup", "users", "posts", "--verify", "full", "--json")
+
+    assert backup.exit_code == 0, backup.output
+    summary = json.loads(backup.stdout)
+    assert summary["verify_level"] == "full" and summary["tables"] == {"users": 2, "posts": 4}
+    text = (Path(summary["path"]) / "dump.sql").read_text(encoding="utf-8")
+    assert text.index("CREATE TABLE users") < text.index('INSERT INTO "posts"')
