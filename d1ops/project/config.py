@@ -46,7 +46,18 @@ TOP_KEYS = (
     "baseline",
     "environments",
 )
-ENV_KEYS = ("name", "target", "wrangler_env", "protected", "skip", "backup", "verify", "database")
+ENV_KEYS = (
+    "name",
+    "target",
+    "wrangler_env",
+    "protected",
+    "skip",
+    "backup",
+    "verify",
+    "database",
+    "fleet",
+    "fleet_file",
+)
 DATABASE_KEYS = ("name", "binding", "migrations_dir", "baseline", "environments")
 DATABASE_ENV_KEYS = ("binding",)
 TARGETS = ("local", "remote")
@@ -68,10 +79,17 @@ class Environment:
     verify: str
     binding: Binding
     database: str = ""  # the database's name in environments.yaml (its binding for a one-database file)
+    fleet: str | None = None  # a glob over the account's database names ("tenant-*")
+    fleet_file: str | None = None  # a file listing database names or ids, one a line (relative to the project)
 
     @property
     def is_remote(self) -> bool:
         return self.target == "remote"
+
+    @property
+    def is_fleet(self) -> bool:
+        """Many databases of one schema, found at run time in the account's list and reached through the API."""
+        return bool(self.fleet or self.fleet_file)
 
 
 @dataclass(frozen=True)
@@ -383,8 +401,16 @@ def _parse_env(
             f"{here}: key 'database' is for one-database files; with 'databases', set "
             f"databases[].environments.{name}.binding instead."
         )
-    database = spec.env_bindings.get(name) or _str(item, "database", here, default=spec.binding)
-    binding = resolve_binding(wrangler, wrangler_path, database, wrangler_env, name)
+    fleet, fleet_file = _str(item, "fleet", here) or None, _str(item, "fleet_file", here) or None
+    if fleet and fleet_file:
+        raise ConfigError(f"{here}: give 'fleet' (a name pattern) or 'fleet_file' (a list of names), not both.")
+    if (fleet or fleet_file) and target != "remote":
+        raise ConfigError(f"{here}: a fleet lives in a Cloudflare account: set 'target: remote'.")
+    if fleet or fleet_file:
+        binding = Binding(binding=name, database_name=None, database_id=None, migrations_dir=None)
+    else:
+        database = spec.env_bindings.get(name) or _str(item, "database", here, default=spec.binding)
+        binding = resolve_binding(wrangler, wrangler_path, database, wrangler_env, name)
     return Environment(
         name=name,
         target=target,
@@ -395,6 +421,8 @@ def _parse_env(
         verify=verify,
         binding=binding,
         database=spec.name,
+        fleet=fleet,
+        fleet_file=fleet_file,
     )
 
 

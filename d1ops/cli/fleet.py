@@ -1,0 +1,82 @@
+"""Rendering of fleet runs: a progress line on a terminal, a summary table, or one JSON document."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from d1ops.cli.base import confirm_by_typing, emit_json, say, table
+from d1ops.wrangler.output import redact
+
+if TYPE_CHECKING:
+    from d1ops.project.config import Environment
+    from d1ops.project.project import Project
+    from d1ops.run.fleet import FleetOptions, FleetProgress, FleetReport
+
+
+def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *, yes: bool, as_json: bool) -> None:
+    from d1ops.run import fleet
+
+    tty = sys.stderr.isatty() and not as_json
+
+    def show(p: FleetProgress) -> None:
+        if tty:
+            click.echo(f"\r{p.done}/{p.total} databases, {p.failures} failed, {p.rate:.0f}/s ", err=True, nl=False)
+
+    try:
+        report = fleet.migrate_fleet(project, env, opts, confirm=confirm_by_typing(yes), on_progress=show)
+    except fleet.FleetFailed as exc:
+        if tty:
+            click.echo("", err=True)
+        if as_json:
+            emit_json({**exc.report.to_dict(), "error": redact(exc.message), "exit_code": exc.exit_code})
+            click.echo(f"Error: {redact(exc.message)}", err=True)
+            sys.exit(exc.exit_code)
+        render_fleet(exc.report)
+        raise
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nInterrupted. Run the same command to finish the run: {fleet.resume_command(env.name, opts)}",
+            err=True,
+        )
+        sys.exit(130)
+    if tty:
+        click.echo("", err=True)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        render_fleet(report)
+
+
+def render_fleet(report: FleetReport) -> None:
+    s = report.summary()
+    if report.resumed:
+        say(f"Finished the interrupted run {report.resumed} (journal: databases done before were kept).")
+    rows = [
+        [d.name, d.result, ", ".join(d.applied) or "-", (d.error or "")[:100]]
+        for d in report.databases
+        if d.result in ("failed",)
+    ]
+    if rows:
+        say(table(["DATABASE", "RESULT", "MIGRATIONS", "ERROR"], rows))
+    say(
+        table(
+            ["ENV", "DATABASES", "APPLIED", "UP TO DATE", "FAILED", "SKIPPED", "API CALLS", "SECONDS"],
+            [
+                [
+                    report.env,
+                    s["total"],
+                    s["applied"],
+                    s["up-to-date"],
+                    s["failed"],
+                    s["skipped"],
+                    s["api_calls"],
+                    s["seconds"],
+                ]
+            ],
+        )
+    )
+    if report.report_path:
+        say(f"Report: {report.report_path}")
