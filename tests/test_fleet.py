@@ -107,9 +107,10 @@ def test_fleet_of_200_with_one_broken_killed_and_resumed(api: CloudflareAPI, tmp
 
     status = proj.run("status", "tenants", "--json")
     summary = json.loads(status.stdout)["fleet"]
-    assert (summary["databases"], summary["at_head"], summary["behind"]) == (200, 199, {"2": 1})
-    text = proj.run("status", "tenants")
-    assert "199 at head" in text.output and "1 behind by 2" in text.output
+    assert (summary["databases"], summary["at_head"], summary["behind"], summary["failed"]) == (200, 199, {}, 1)
+    text = proj.run("status", "tenants", "--names")
+    assert text.output.startswith("tenants: 200 databases: 199 at head, 1 failed or drifted."), text.output
+    assert "failed     tenant-137" in text.output and "tenant-001" not in text.output
 
 
 def test_fleet_stops_new_starts_after_a_failure_and_up_to_date_costs_two_calls(
@@ -129,6 +130,9 @@ def test_fleet_stops_new_starts_after_a_failure_and_up_to_date_costs_two_calls(
     again = json.loads(proj.run("migrate", "tenants", "--except", "tenant-000", "--json").stdout)
     assert again["summary"]["up-to-date"] == 5
     assert again["summary"]["api_calls"] == 1 + 2 * 5  # the list, then lease+read and release for each
+    proj.write("migrations/0003_pins.sql", "ALTER TABLE notes ADD COLUMN pinned INTEGER;\n")
+    text = proj.run("status", "tenants", "--check").output
+    assert "tenants: 6 databases: 0 at head, 5 behind by 1, 1 failed or drifted." in text
 
 
 def test_fleet_shards_split_deterministically(api: CloudflareAPI, tmp_path: Path) -> None:

@@ -80,3 +80,25 @@ def render_fleet(report: FleetReport) -> None:
     )
     if report.report_path:
         say(f"Report: {report.report_path}")
+
+
+def show_fleet_status(project: Project, env: Environment, *, names: bool, check: bool, as_json: bool) -> None:
+    from d1ops.errors import EXIT_PENDING
+    from d1ops.run import fleet
+
+    st = fleet.fleet_status(project, env)
+    if as_json:
+        emit_json(st.to_dict())
+    else:
+        say(st.describe())
+        if names:
+            for kind in ("behind", "failed", "drifted", "unreadable"):
+                for d in st.databases:
+                    if d.state == kind:
+                        detail = f"behind by {d.behind}" if kind == "behind" else (d.error or "")[:100]
+                        say(f"  {kind:<10} {d.name}  {detail}")
+    s = st.summary()
+    if s["unreadable"]:
+        sys.exit(1)
+    if check and (s["behind"] or s["failed"] or s["drifted"]):
+        sys.exit(EXIT_PENDING)

@@ -153,9 +153,10 @@ def promote(
 @click.argument("env", required=False, shell_complete=complete_env)
 @click.option("--all", "all_envs", is_flag=True, help="Every environment: a matrix of migrations × environments.")
 @click.option("--check", is_flag=True, help="Exit 3 when anything is pending or drifted (for CI gates).")
+@click.option("--names", is_flag=True, help="Fleet: list the databases behind, failed or drifted by name.")
 @json_option
 @pass_project
-def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, as_json: bool) -> None:
+def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, names: bool, as_json: bool) -> None:
     """Show applied, pending, skipped and drifted migrations.
 
     Exit codes: 0 every environment shown was read; 1 some could not be (no credentials for a remote one, or an
@@ -172,6 +173,11 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, a
     if all_envs and env:
         raise UsageError("Give an environment or --all, not both.")
     envs = list(project.config.environments) if all_envs else [project.config.env(env)]
+    if len(envs) == 1 and envs[0].is_fleet:
+        from d1ops.cli.fleet import show_fleet_status
+
+        show_fleet_status(project, envs[0], names=names, check=check, as_json=as_json)
+        return
     report = status.status_of(project, envs)
     if as_json:
         emit_json(report.to_dict())
