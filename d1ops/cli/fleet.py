@@ -13,7 +13,8 @@ from d1ops.wrangler.output import redact
 if TYPE_CHECKING:
     from d1ops.project.config import Environment
     from d1ops.project.project import Project
-    from d1ops.run.fleet import FleetOptions, FleetProgress, FleetReport
+    from d1ops.run.fleet import FleetOptions
+    from d1ops.run.fleet_report import FleetProgress, FleetReport
 
 
 def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *, yes: bool, as_json: bool) -> None:
@@ -84,9 +85,9 @@ def render_fleet(report: FleetReport) -> None:
 
 def show_fleet_status(project: Project, env: Environment, *, names: bool, check: bool, as_json: bool) -> None:
     from d1ops.errors import EXIT_PENDING
-    from d1ops.run import fleet
+    from d1ops.run import fleet_status
 
-    st = fleet.fleet_status(project, env)
+    st = fleet_status.fleet_status(project, env)
     if as_json:
         emit_json(st.to_dict())
     else:

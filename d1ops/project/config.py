@@ -5,8 +5,7 @@ its binding, migrations folder, baseline and per-environment overrides). Every c
 a time: `load_config(..., database=NAME)` returns the `Config` of that database, whose environments are resolved
 for it (an `Environment` is one environment × one database). Backups and reports of a project with one
 `database:` live in `backups/<env>/`; with `databases:` in `backups/<env>/<database>/`, so adding a database
-later moves nothing. (A later fleet entry — many databases of one schema found by a name pattern — is one more
-kind of entry in that list, expanded to one `Config` per database found.)
+later moves nothing. A fleet (`fleet: GLOB` or `fleet_file:` on an environment) is found at run time (run/fleet.py).
 """
 
 from __future__ import annotations
@@ -46,18 +45,8 @@ TOP_KEYS = (
     "baseline",
     "environments",
 )
-ENV_KEYS = (
-    "name",
-    "target",
-    "wrangler_env",
-    "protected",
-    "skip",
-    "backup",
-    "verify",
-    "database",
-    "fleet",
-    "fleet_file",
-)
+ENV_KEYS: tuple[str, ...] = ("name", "target", "wrangler_env", "protected", "skip", "backup", "verify", "database")
+ENV_KEYS += ("fleet", "fleet_file")  # a fleet environment: many databases of the account (Environment.is_fleet)
 DATABASE_KEYS = ("name", "binding", "migrations_dir", "baseline", "environments")
 DATABASE_ENV_KEYS = ("binding",)
 TARGETS = ("local", "remote")
@@ -79,17 +68,14 @@ class Environment:
     verify: str
     binding: Binding
     database: str = ""  # the database's name in environments.yaml (its binding for a one-database file)
-    fleet: str | None = None  # a glob over the account's database names ("tenant-*")
-    fleet_file: str | None = None  # a file listing database names or ids, one a line (relative to the project)
+    fleet: str | None = None  # a glob over the account's database names ("tenant-*"); or fleet_file: a file of
+    fleet_file: str | None = None  # database names or ids, one a line (relative to the project)
 
     @property
     def is_remote(self) -> bool:
         return self.target == "remote"
 
-    @property
-    def is_fleet(self) -> bool:
-        """Many databases of one schema, found at run time in the account's list and reached through the API."""
-        return bool(self.fleet or self.fleet_file)
+    is_fleet = property(lambda self: bool(self.fleet or self.fleet_file))  # many databases, reached via the API
 
 
 @dataclass(frozen=True)
@@ -402,10 +388,9 @@ def _parse_env(
             f"databases[].environments.{name}.binding instead."
         )
     fleet, fleet_file = _str(item, "fleet", here) or None, _str(item, "fleet_file", here) or None
-    if fleet and fleet_file:
-        raise ConfigError(f"{here}: give 'fleet' (a name pattern) or 'fleet_file' (a list of names), not both.")
-    if (fleet or fleet_file) and target != "remote":
-        raise ConfigError(f"{here}: a fleet lives in a Cloudflare account: set 'target: remote'.")
+    if (fleet and fleet_file) or ((fleet or fleet_file) and target != "remote"):
+        raise ConfigError(f"{here}: a fleet takes 'fleet' (a name pattern) or 'fleet_file' (a list), not both, "
+                          "and lives in a Cloudflare account ('target: remote').")  # fmt: skip
     if fleet or fleet_file:
         binding = Binding(binding=name, database_name=None, database_id=None, migrations_dir=None)
     else:

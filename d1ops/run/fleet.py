@@ -17,25 +17,24 @@ run of the same shard while one is alive.
 
 from __future__ import annotations
 
-import fcntl
-import fnmatch
-import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from d1ops.changes.migrate import find_drift, plan_migrations
-from d1ops.errors import ConfigError, D1OpsError, GateRefused, LockHeld, UsageError, WranglerError
+from d1ops.errors import D1OpsError, GateRefused, LockHeld, UsageError, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.migrations import MigrationFile
 from d1ops.project.project import Project
+from d1ops.run.fleet_journal import Journal, NullJournal
+from d1ops.run.fleet_report import Confirm, DbOutcome, FleetFailed, FleetProgress, FleetReport, Progress
+from d1ops.run.fleet_targets import ApiSeam, Target, parse_shard, resolve_fleet, select
 from d1ops.run.replay import schema_sql
 from d1ops.run.tracking import (
     CHECKSUM_TABLE,
@@ -56,237 +55,7 @@ from d1ops.support.files import unique_stamp, utc_now, write_private
 if TYPE_CHECKING:
     from d1ops.api.client import D1Api
 
-RESULTS = ("applied", "up-to-date", "failed", "skipped")
-Confirm = Callable[[Environment, str], None]
-Progress = Callable[["FleetProgress"], None]
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    id: str
-
-
-@dataclass
-class DbOutcome:
-    name: str
-    id: str
-    result: str  # applied | up-to-date | failed | skipped
-    applied: list[str] = field(default_factory=list)
-    bookmark: str | None = None
-    error: str | None = None
-    ms: int = 0
-    failed_migration: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class FleetProgress:
-    done: int
-    total: int
-    failures: int
-    started: float
-
-    @property
-    def rate(self) -> float:
-        return self.done / max(1e-6, time.monotonic() - self.started)
-
-
-@dataclass
-class FleetReport:
-    env: str
-    databases: list[DbOutcome]
-    api_calls: int = 0
-    seconds: float = 0.0
-    journal: str | None = None
-    resumed: str | None = None  # the run id this run finished, if it resumed one
-    interrupted: bool = False
-    shard: str | None = None
-    error: str | None = None
-    report_path: str | None = None
-
-    @property
-    def failed(self) -> list[DbOutcome]:
-        return [d for d in self.databases if d.result == "failed"]
-
-    def summary(self) -> dict[str, Any]:
-        counts = {r: sum(1 for d in self.databases if d.result == r) for r in RESULTS}
-        touched = sum(1 for d in self.databases if d.result != "skipped") or 1
-        return {
-            "total": len(self.databases),
-            **counts,
-            "api_calls": self.api_calls,
-            "api_calls_per_database": round(self.api_calls / touched, 2),
-            "seconds": round(self.seconds, 2),
-            "journal": self.journal,
-            "resumed": self.resumed,
-            "interrupted": self.interrupted,
-            "shard": self.shard,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "env": self.env,
-            "databases": [d.to_dict() for d in self.databases],
-            "summary": self.summary(),
-        }
-        if self.error:
-            doc["error"] = self.error
-        if self.report_path:
-            doc["report_path"] = self.report_path
-        return doc
-
-
-class FleetFailed(D1OpsError):
-    """Some databases of a fleet failed (or the run stopped): the report says which, and what each holds."""
-
-    def __init__(self, message: str, report: FleetReport) -> None:
-        super().__init__(message)
-        self.report = report
-
-
-# ---------------------------------------------------------------------------------------------- the fleet
-
-
-def resolve_fleet(api: D1Api, env: Environment, root: Path) -> list[Target]:
-    """The fleet's databases, from the account's paginated list: names matching `fleet`, or those `fleet_file`
-    lists (by name or id). Sorted by name."""
-    listed = [Target(str(d["name"]), str(d["uuid"])) for d in api.list_databases()]
-    if env.fleet:
-        found = [t for t in listed if fnmatch.fnmatchcase(t.name, env.fleet)]
-    else:
-        path = root / str(env.fleet_file)
-        try:
-            wanted = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        except OSError as exc:
-            raise ConfigError(f"environment '{env.name}': fleet_file {path} cannot be read ({exc}).") from exc
-        wanted = [w for w in wanted if w and not w.startswith("#")]
-        by_key = {t.name: t for t in listed} | {t.id: t for t in listed}
-        missing = [w for w in wanted if w not in by_key]
-        if missing:
-            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            raise ConfigError(
-                f"environment '{env.name}': {path.name} lists databases the account does not have: {shown}. "
-                "Create them or remove them from the file."
-            )
-        found = list({by_key[w].id: by_key[w] for w in wanted}.values())
-    return sorted(found, key=lambda t: t.name)
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        k, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        k = n = 0
-    if not 1 <= k <= n:
-        raise UsageError(f"--shard {text!r}: give K/N with 1 <= K <= N, e.g. --shard 2/4.")
-    return k, n
-
-
-def in_shard(name: str, shard: tuple[int, int] | None) -> bool:
-    """Deterministic: the same name is in the same shard on every runner (a hash, not the list's order)."""
-    if shard is None:
-        return True
-    k, n = shard
-    return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16) % n == k - 1
-
-
-def select(
-    targets: list[Target], only: tuple[str, ...], exclude: tuple[str, ...], shard: tuple[int, int] | None
-) -> list[Target]:
-    """Narrow the fleet: --only / --except take names or globs; then this runner's shard."""
-
-    def hit(t: Target, patterns: tuple[str, ...]) -> bool:
-        return any(fnmatch.fnmatchcase(t.name, p) or t.id == p for p in patterns)
-
-    chosen = [t for t in targets if (not only or hit(t, only)) and not hit(t, exclude) and in_shard(t.name, shard)]
-    return chosen
-
-
-# ---------------------------------------------------------------------------------------------- the journal
-
-
-class Journal:
-    """Append-only JSON lines, one file per (environment, shard). Lines reach the OS at once (a kill -9 loses
-    none); fsync runs at most every 0.2 s and at the end (a power cut may lose the last lines: the databases'
-    tracking rows stay the truth)."""
-
-    def __init__(self, folder: Path, shard: tuple[int, int] | None) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        key = f"journal-shard-{shard[0]}-of-{shard[1]}" if shard else "journal"
-        self.path = folder / f"{key}.jsonl"
-        self._lockfile = open(folder / f".{key}.lock", "a")  # noqa: SIM115 - held for the run's life
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lockfile.close()
-            raise LockHeld(
-                f"Another d1ops run of this fleet{' shard' if shard else ''} is running on this machine "
-                f"(it holds {self.path.name}). Wait for it to finish."
-            ) from None
-        self.previous = self._read()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._lock = threading.Lock()
-        self._synced = time.monotonic()
-
-    def _read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        lines = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a crash: the databases' state says what it was doing
-        return lines
-
-    def write(self, event: dict[str, Any]) -> None:
-        data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
-        with self._lock:
-            os.write(self._fd, data)
-            if time.monotonic() - self._synced > 0.2:
-                os.fsync(self._fd)
-                self._synced = time.monotonic()
-
-    def finish(self) -> Path:
-        """The run is over: keep the journal as history, so the next run starts afresh."""
-        os.fsync(self._fd)
-        run = next((e.get("run") for e in self._read() if e.get("event") == "run"), "run")
-        done = self.path.with_name(f"{unique_stamp()}-{str(run).split()[-1]}-{self.path.name}")
-        os.replace(self.path, done)
-        self.close()
-        return done
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
-        self._lockfile.close()
-
-
-# ---------------------------------------------------------------------------------------------- the API seam
-
-
-class ApiSeam:
-    """What tracking.py asks of wrangler (`execute(env, command=...)`), answered by one API query on one
-    database: the lock and read statements are the same text, sent to `/query`."""
-
-    def __init__(self, api: D1Api, target: Target) -> None:
-        self.api, self.target = api, target
-
-    def execute(self, env: Environment, *, command: str | None = None, file: Path | None = None) -> list[Any]:
-        from d1ops.api.client import ApiError
-
-        text = command if command is not None else Path(str(file)).read_text(encoding="utf-8")
-        try:
-            return self.api.query(self.target.id, text, what=f"query on {self.target.name}")  # type: ignore[return-value]
-        except ApiError as exc:
-            raise WranglerError(["d1-api", "query", self.target.name], exc.status, exc.detail) from exc
+__all__ = ["FleetFailed", "FleetOptions", "FleetReport", "fleet_batch", "migrate_fleet", "resume_command"]
 
 
 def fleet_batch(owner: str, pending: list[MigrationFile], sqls: list[str], applied_by: str) -> str:
@@ -347,7 +116,7 @@ class FleetRun:
         self.allowed: set[str] | None = None
         self.who = actor()
         self.stop = threading.Event()
-        self.journal: Journal | _NullJournal = _NullJournal()
+        self.journal: Journal | NullJournal = NullJournal()
         self.started_applies: dict[str, dict[str, Any]] = {}  # a resumed run's journal: name → its "apply" event
 
     def migrate_one(self, target: Target) -> DbOutcome:
@@ -558,11 +327,6 @@ def migrate_fleet(
     return report
 
 
-class _NullJournal:
-    def write(self, event: dict[str, Any]) -> None:
-        pass
-
-
 def _gate(project: Project, env: Environment, run: FleetRun) -> set[str] | None:
     """The promotion order: a fleet gets only what the environment before it has applied (with the same
     checksum); a file the predecessor lacks refuses the run before any database is touched."""
@@ -602,113 +366,3 @@ def resume_command(env: str, opts: FleetOptions) -> str:
     if opts.keep_going:
         parts.append("--keep-going")
     return " ".join(parts)
-
-
-# ---------------------------------------------------------------------------------------------- status
-
-
-@dataclass
-class FleetDbState:
-    name: str
-    id: str
-    applied: list[str]
-    behind: int  # migrations of the head it lacks
-    state: str  # at-head | behind | drifted | failed | unreadable
-    error: str | None = None
-
-
-@dataclass
-class FleetStatus:
-    env: str
-    head: list[str]  # the migrations a database of this fleet should hold (the folder minus the skip list)
-    databases: list[FleetDbState]
-    api_calls: int = 0
-
-    def names(self, state: str) -> list[str]:
-        return [d.name for d in self.databases if d.state == state]
-
-    def summary(self) -> dict[str, Any]:
-        behind: dict[str, int] = {}
-        for d in self.databases:
-            if d.state == "behind":
-                behind[str(d.behind)] = behind.get(str(d.behind), 0) + 1
-        return {
-            "databases": len(self.databases),
-            "at_head": len(self.names("at-head")),
-            "behind": dict(sorted(behind.items(), key=lambda kv: int(kv[0]))),
-            "failed": len(self.names("failed")),
-            "drifted": len(self.names("drifted")),
-            "unreadable": len(self.names("unreadable")),
-        }
-
-    def describe(self) -> str:
-        s = self.summary()
-        parts = [f"{s['at_head']} at head"]
-        parts += [f"{n} behind by {k}" for k, n in s["behind"].items()]
-        bad = s["failed"] + s["drifted"] + s["unreadable"]
-        parts.append(f"{bad} failed or drifted" + (f" ({s['unreadable']} unreadable)" if s["unreadable"] else ""))
-        return f"{self.env}: {s['databases']} databases: " + ", ".join(parts) + "."
-
-    def applied_count(self, migration: str) -> int:
-        return sum(1 for d in self.databases if migration in d.applied)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "env": self.env,
-            "head": self.head,
-            "fleet": self.summary(),
-            "databases": [asdict(d) for d in self.databases],
-            "api_calls": self.api_calls,
-        }
-
-
-def fleet_status(project: Project, env: Environment, api: D1Api | None = None, concurrency: int = 16) -> FleetStatus:
-    """Read every database of the fleet (no lease: one read query each, side by side) and summarise: at head,
-    behind by k, failed in the last run (its journal), drifted."""
-    from d1ops.api.client import D1Api
-
-    api = api or D1Api.from_env()
-    calls0 = api.calls
-    migrations = project.migrations()
-    head = [m.name for m in migrations.files if m.name not in env.skip]
-    failed_last = _failed_in_last_run(project.config.env_dir(env.name) / "fleet")
-    targets = resolve_fleet(api, env, project.config.root)
-
-    def read(target: Target) -> FleetDbState:
-        try:
-            state = read_state(ApiSeam(api, target), replace(env, name=target.name))  # type: ignore[arg-type]
-        except WranglerError as exc:
-            return FleetDbState(target.name, target.id, [], len(head), "unreadable", exc.detail)
-        behind = sum(1 for n in head if n not in state.applied)
-        drift = find_drift(migrations, {target.name: state})
-        if drift:
-            kind, error = "drifted", "; ".join(d.describe() for d in drift)
-        elif behind and target.name in failed_last:
-            kind, error = "failed", failed_last[target.name]
-        else:
-            kind, error = ("behind" if behind else "at-head"), None
-        return FleetDbState(target.name, target.id, list(state.applied), behind, kind, error)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets) or 1))) as pool:
-        states = list(pool.map(read, targets))
-    return FleetStatus(env.name, head, states, api.calls - calls0)
-
-
-def _failed_in_last_run(folder: Path, keep: int = 20) -> dict[str, str]:
-    """The databases whose latest recorded outcome (in the newest `keep` journals, finished or not) is a failure,
-    with their error: a later run that applied or skipped past one clears it."""
-    journals = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)[-keep:] if folder.is_dir() else []
-    failed: dict[str, str] = {}
-    for journal in journals:
-        for line in journal.read_text(encoding="utf-8").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") != "done" or event.get("result") == "skipped":
-                continue
-            if event.get("result") == "failed":
-                failed[event["name"]] = str(event.get("error") or "")
-            else:
-                failed.pop(event["name"], None)
-    return failed
