@@ -52,6 +52,9 @@ def make_fleet(api: CloudflareAPI, count: int) -> dict[str, str]:
 
 
 def recorded(api: CloudflareAPI, uuid: str) -> list[tuple[str, int]]:
+    tables = api.server.execute(uuid, "SELECT name FROM sqlite_master WHERE name = 'd1_migrations'")
+    if not tables[0]["results"]:
+        return []
     rows = api.server.execute(uuid, "SELECT name, count(*) AS n FROM d1_migrations GROUP BY name ORDER BY name")
     return [(r["name"], r["n"]) for r in rows[0]["results"]]
 
@@ -156,3 +159,35 @@ def test_fleet_flags_on_a_single_database_are_refused(api: CloudflareAPI, tmp_pa
     proj.write("tenants.txt", "tenant-404\n")
     result = proj.run("migrate", "solo", "--json")
     assert result.exit_code == 2 and "tenant-404" in json.loads(result.stdout)["error"]
+
+
+DEV_THEN_TENANTS = """\
+database: DB
+environments:
+  - name: dev
+    target: local
+    backup: skip
+  - name: tenants
+    target: remote
+    fleet: "tenant-*"
+    protected: true
+"""
+
+
+def test_fleet_takes_its_place_in_the_promotion_order(api: CloudflareAPI, proj: Proj) -> None:
+    """dev (local, 0001 and 0002 applied) comes first: the fleet gets what dev has, a file dev lacks refuses the
+    run before any database is touched; protected: no terminal and no --yes refuses; a dry run writes nothing."""
+    proj.write("environments.yaml", DEV_THEN_TENANTS)
+    fleet = make_fleet(api, 3)
+    dry = json.loads(proj.run("migrate", "tenants", "--dry-run", "--json").stdout)
+    assert [d["applied"] for d in dry["databases"]] == [["0001_initial_schema.sql", "0002_sample_data.sql"]] * 3
+    refused = proj.run("migrate", "tenants", "--json")
+    assert refused.exit_code == 1 and "protected" in json.loads(refused.stdout)["error"]
+    assert all(recorded(api, uuid) == [] for uuid in fleet.values())
+    assert all(len(api.server.bookmarks(uuid)) == 1 for uuid in fleet.values())  # nothing written, not even a lease
+    proj.write("migrations/0003_more.sql", "CREATE TABLE more (id INTEGER PRIMARY KEY);\n")
+    gated = proj.run("migrate", "tenants", "--yes", "--json")
+    assert gated.exit_code == 1 and "0003_more.sql is not applied to dev" in json.loads(gated.stdout)["error"]
+    (proj.migrations / "0003_more.sql").unlink()
+    done = json.loads(proj.run("migrate", "tenants", "--yes", "--json").stdout)
+    assert done["summary"]["applied"] == 3

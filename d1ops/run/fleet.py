@@ -143,10 +143,13 @@ class FleetRun:
         seam = ApiSeam(self.api, target)
         env = replace(self.env, name=target.name)
         try:
-            state, schema = lock_and_read_state(seam, env, self.owner, self.files, with_schema=True)  # type: ignore[arg-type]
+            if self.opts.dry_run:  # a dry run only reads: no lease
+                state, schema = read_state(seam, env), None  # type: ignore[arg-type]
+            else:
+                state, schema = lock_and_read_state(seam, env, self.owner, self.files, with_schema=True)  # type: ignore[arg-type]
         except WranglerError as exc:
             raise D1OpsError(f"could not take the lease and read the state: {exc.detail}") from exc
-        held = True
+        held = not self.opts.dry_run
         try:
             drift = find_drift(self.migrations, {target.name: state})
             if drift:
@@ -247,8 +250,14 @@ def migrate_fleet(
             "--backup (an export of every tenant) is not built yet: the Time Travel bookmark taken "
             "before each database's apply is the fleet's safety net. Run without --backup."
         )
-    journal = Journal(project.config.env_dir(env.name) / "fleet", shard) if not opts.dry_run else None
     owner, done = new_lock_owner(), {}
+    run = FleetRun(project, env, api, opts, owner)
+    run.allowed = _gate(project, env, run)
+    if env.protected and not opts.dry_run:
+        if confirm is None:
+            raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
+        confirm(env, f"migrate the fleet {env.name}: {len(targets)} databases")
+    journal = Journal(project.config.env_dir(env.name) / "fleet", shard) if not opts.dry_run else None
     if journal and journal.previous:
         first = next((e for e in journal.previous if e.get("event") == "run"), {})
         owner = str(first.get("owner") or owner)
@@ -258,15 +267,10 @@ def migrate_fleet(
             for e in journal.previous
             if e.get("event") == "done" and e.get("result") in ("applied", "up-to-date")
         }
-    run = FleetRun(project, env, api, opts, owner)
+    run.owner = owner
     if journal:
         run.journal = journal
         run.started_applies = {e["name"]: e for e in journal.previous if e.get("event") == "apply"}
-    run.allowed = _gate(project, env, run)
-    if env.protected and not opts.dry_run:
-        if confirm is None:
-            raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
-        confirm(env, f"migrate the fleet {env.name}: {len(targets)} databases")
     if journal and not journal.previous:
         journal.write({"event": "run", "run": owner.split()[-1], "owner": owner, "at": utc_now(), "pid": os.getpid()})
     elif journal:
@@ -290,8 +294,14 @@ def migrate_fleet(
         for group in (canary, rest):
             if not group:
                 continue
-            with ThreadPoolExecutor(max_workers=max(1, min(opts.concurrency, len(group)))) as pool:
+            pool = ThreadPoolExecutor(max_workers=max(1, min(opts.concurrency, len(group))))
+            try:
                 list(pool.map(task, group))
+            except BaseException:  # Ctrl-C: no new starts; the databases under way finish their one call
+                run.stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
             if group is canary and any(outcomes[t.name].result == "failed" for t in canary):
                 run.stop.set()
         for t in rest if run.stop.is_set() else ():
