@@ -122,6 +122,9 @@ def test_fleet_stops_new_starts_after_a_failure_and_up_to_date_costs_two_calls(
     proj = fleet_project(tmp_path / "project")
     fleet = make_fleet(api, 6)
     api.server.execute(fleet["tenant-000"], "CREATE TABLE notes (legacy TEXT)")
+    dry = json.loads(proj.run("migrate", "tenants", "--dry-run", "--json").stdout)
+    assert [d["applied"] for d in dry["databases"]] == [["0001_notes.sql", "0002_tags.sql"]] * 6
+    assert all(len(api.server.bookmarks(uuid)) == 1 for uuid in list(fleet.values())[1:])  # no lease taken
     result = proj.run("migrate", "tenants", "--concurrency", "1", "--json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
@@ -176,11 +179,9 @@ environments:
 
 def test_fleet_takes_its_place_in_the_promotion_order(api: CloudflareAPI, proj: Proj) -> None:
     """dev (local, 0001 and 0002 applied) comes first: the fleet gets what dev has, a file dev lacks refuses the
-    run before any database is touched; protected: no terminal and no --yes refuses; a dry run writes nothing."""
+    run before any database is touched; protected: no terminal and no --yes refuses (before dev is read)."""
     proj.write("environments.yaml", DEV_THEN_TENANTS)
     fleet = make_fleet(api, 3)
-    dry = json.loads(proj.run("migrate", "tenants", "--dry-run", "--json").stdout)
-    assert [d["applied"] for d in dry["databases"]] == [["0001_initial_schema.sql", "0002_sample_data.sql"]] * 3
     refused = proj.run("migrate", "tenants", "--json")
     assert refused.exit_code == 1 and "protected" in json.loads(refused.stdout)["error"]
     assert all(recorded(api, uuid) == [] for uuid in fleet.values())
@@ -189,5 +190,11 @@ def test_fleet_takes_its_place_in_the_promotion_order(api: CloudflareAPI, proj: 
     gated = proj.run("migrate", "tenants", "--yes", "--json")
     assert gated.exit_code == 1 and "0003_more.sql is not applied to dev" in json.loads(gated.stdout)["error"]
     (proj.migrations / "0003_more.sql").unlink()
-    done = json.loads(proj.run("migrate", "tenants", "--yes", "--json").stdout)
-    assert done["summary"]["applied"] == 3
+    done = json.loads(proj.run("migrate", "tenants", "--yes", "--except", "tenant-002", "--json").stdout)
+    assert done["summary"]["applied"] == 2
+    matrix = proj.run("status", "--all")
+    assert matrix.exit_code == 0, matrix.output
+    lines = matrix.output.splitlines()
+    assert "TENANTS" in lines[0]
+    assert [ln.split()[-1] for ln in lines[2:4]] == ["2/3", "2/3"], matrix.output
+    assert "tenants: 3 databases: 2 at head, 1 behind by 2, 0 failed or drifted." in matrix.output

@@ -13,6 +13,7 @@ from d1ops.wrangler.output import redact
 if TYPE_CHECKING:
     from d1ops.project.config import Environment
     from d1ops.project.project import Project
+    from d1ops.project.status import StatusReport
     from d1ops.run.fleet import FleetOptions
     from d1ops.run.fleet_report import FleetProgress, FleetReport
 
@@ -103,3 +104,16 @@ def show_fleet_status(project: Project, env: Environment, *, names: bool, check:
         sys.exit(1)
     if check and (s["behind"] or s["failed"] or s["drifted"]):
         sys.exit(EXIT_PENDING)
+
+
+def add_fleet_columns(project: Project, report: StatusReport, fleets: list[Environment], order: list[str]) -> None:
+    from d1ops.errors import D1OpsError
+    from d1ops.run import fleet_status
+
+    for env in fleets:
+        try:
+            st = fleet_status.fleet_status(project, env)
+        except D1OpsError as exc:
+            fleet_status.add_unread_fleet(report, env, exc.message.splitlines()[0], order)
+            continue
+        fleet_status.add_fleet_column(report, st, env, order)

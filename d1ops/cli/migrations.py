@@ -178,7 +178,13 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, n
 
         show_fleet_status(project, envs[0], names=names, check=check, as_json=as_json)
         return
-    report = status.status_of(project, envs)
+    fleets = [e for e in envs if e.is_fleet]
+    single = [e for e in envs if not e.is_fleet]
+    report = status.status_of(project, single) if single else status.empty_report(project)
+    if fleets:
+        from d1ops.cli.fleet import add_fleet_columns
+
+        add_fleet_columns(project, report, fleets, [e.name for e in envs])
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -222,6 +228,9 @@ def _render_status(report: status.StatusReport) -> None:
     for env in report.envs:
         if env in report.unavailable:
             click.echo(f"{env}: {report.unavailable[env]}.")
+            continue
+        if env in report.fleets:
+            say(report.fleets[env]["describe"])
             continue
         pending = report.count(status.PENDING, env)
         drifted = report.count(status.DRIFTED, env)

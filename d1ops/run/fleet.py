@@ -252,11 +252,11 @@ def migrate_fleet(
         )
     owner, done = new_lock_owner(), {}
     run = FleetRun(project, env, api, opts, owner)
-    run.allowed = _gate(project, env, run)
     if env.protected and not opts.dry_run:
         if confirm is None:
             raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
         confirm(env, f"migrate the fleet {env.name}: {len(targets)} databases")
+    run.allowed = _gate(project, env, run)
     journal = Journal(project.config.env_dir(env.name) / "fleet", shard) if not opts.dry_run else None
     if journal and journal.previous:
         first = next((e for e in journal.previous if e.get("event") == "run"), {})

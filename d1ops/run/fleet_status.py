@@ -10,6 +10,7 @@ from d1ops.changes.migrate import find_drift
 from d1ops.errors import WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
+from d1ops.project.status import APPLIED, NOT_READ, PENDING, SKIPPED, Cell, StatusReport
 from d1ops.run.fleet_journal import failed_in_last_run
 from d1ops.run.fleet_targets import ApiSeam, Target, resolve_fleet
 from d1ops.run.tracking import read_state
@@ -103,3 +104,27 @@ def fleet_status(project: Project, env: Environment, api: D1Api | None = None, c
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets) or 1))) as pool:
         states = list(pool.map(read, targets))
     return FleetStatus(env.name, head, states, api.calls - calls0)
+
+
+def add_fleet_column(report: StatusReport, fleet: FleetStatus, env: Environment, order: list[str]) -> None:
+    """`status --all`: the fleet as one column of the matrix. A cell is applied (every database has it), pending
+    (none has it), skipped, or 'K/N' (K of the N databases have it); the summary goes with the column."""
+    total = len(fleet.databases)
+    for row in report.migrations:
+        n = fleet.applied_count(row.name)
+        if total and n == total:
+            kind = APPLIED
+        elif n == 0:
+            kind = SKIPPED if row.name in env.skip else PENDING
+        else:
+            kind = f"{n}/{total}"
+        row.envs[env.name] = Cell(kind)
+    report.fleets[env.name] = {**fleet.summary(), "describe": fleet.describe()}
+    report.envs = [name for name in order if name in report.envs or name == env.name]
+
+
+def add_unread_fleet(report: StatusReport, env: Environment, why: str, order: list[str]) -> None:
+    for row in report.migrations:
+        row.envs[env.name] = Cell(NOT_READ)
+    report.unavailable[env.name] = why
+    report.envs = [name for name in order if name in report.envs or name == env.name]
