@@ -665,6 +665,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._envelope(exc.status, errors=[{"code": exc.code, "message": exc.message}])
         except DropConnection:
             self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (killed, interrupted): no answer
+            self.close_connection = True
         except Exception as exc:  # a bug in the fake: answer like an API outage rather than hang wrangler
             self._envelope(500, errors=[{"code": 10001, "message": f"fake server error: {exc!r}"}])
             raise
