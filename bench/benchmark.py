@@ -197,10 +197,62 @@ def bench_backup(tmp: Path, rows: list[list[str]], count: int) -> None:
                  f"{seconds / bare:.2f}x export"])  # fmt: skip
 
 
+def bench_fleet(tmp: Path, rows: list[list[str]], count: int = 1000, loop: int = 20) -> None:
+    """A fleet of `count` databases on the loopback API emulator (its own process), one migration pending on each:
+    d1ops's wall time, API calls per database and peak RSS; beside it, a shell loop of `wrangler d1 migrations
+    apply --remote` over `loop` other databases, and the ratio per database."""
+    from d1ops.api.client import D1Api
+    from tests.cloudflare.fixture import wrangler_env
+
+    token, account = "bench-token", "0" * 32
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.cloudflare.server", "--port", "0", "--token", token, "--account", account,
+         "--data", str(tmp / "fleet-d1")],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        base_url = (server.stdout.readline() if server.stdout else "").strip().split("=", 1)[1]
+        api_env = wrangler_env(base_url, token, account)
+        os.environ.update(api_env)
+        api = D1Api(base_url, token, account)
+        for i in range(count):
+            api.call("POST", "/d1/database", {"name": f"tenant-{i:04d}"})
+        root = tmp / "fleet"
+        (root / "migrations").mkdir(parents=True)
+        (root / "migrations" / "0001_notes.sql").write_text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n")
+        (root / "environments.yaml").write_text(
+            'database: DB\nenvironments:\n  - name: tenants\n    target: remote\n    fleet: "tenant-*"\n'
+        )
+        loop_names = [f"loop-{i:02d}" for i in range(loop)]
+        entries = ""
+        for name in loop_names:
+            uuid = api.call("POST", "/d1/database", {"name": name})["result"]["uuid"]
+            entries += f'[[d1_databases]]\nbinding = "{name}"\ndatabase_name = "{name}"\ndatabase_id = "{uuid}"\n\n'
+        (root / "wrangler.toml").write_text(f'name = "bench-fleet"\ncompatibility_date = "2025-01-01"\n\n{entries}')
+        seconds, rss, out = d1ops(root, "migrate", "tenants", "--json")
+        summary = json.loads(out)["summary"]
+        assert summary["applied"] == count, summary
+        per_db = summary["api_calls_per_database"]
+        start = time.monotonic()
+        script = (
+            f'for db in {" ".join(loop_names)}; do "{WRANGLER}" d1 migrations apply "$db" --remote >/dev/null; done'
+        )
+        subprocess.run(["sh", "-c", script], cwd=root, env={**env(), **api_env}, check=True, stdin=subprocess.DEVNULL)
+        loop_s = time.monotonic() - start
+        ratio = (seconds / count) / (loop_s / loop)
+        rows.append([f"d1ops migrate fleet of {count:,} (1 migration each; {per_db} API calls/db)", f"{seconds:.2f}",
+                     "0", str(rss), f"{ratio:.4f}x wrangler loop per db (target 0.05x)"])  # fmt: skip
+        rows.append([f"sh loop: wrangler d1 migrations apply --remote x {loop}", f"{loop_s:.2f}", str(loop), "-",
+                     f"{loop_s / loop:.2f} s per db"])  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the backup benchmark's table")
-    parser.add_argument("--only", choices=["startup", "status", "migrate", "backup"], help="run one benchmark")
+    parser.add_argument("--only", choices=["startup", "status", "migrate", "backup", "fleet"], help="run one benchmark")
     args = parser.parse_args()
     if not WRANGLER.exists():
         raise SystemExit("wrangler is not installed: run `make install` first")
@@ -214,6 +266,8 @@ def main() -> None:
             bench_migrate(Path(tmp), rows)
         if args.only in (None, "backup"):
             bench_backup(Path(tmp), rows, args.rows)
+        if args.only in (None, "fleet"):
+            bench_fleet(Path(tmp), rows)
     headers = ["what", "seconds", "wrangler processes", "d1ops peak RSS (MB)", "ratio"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print(f"d1ops benchmark on {os.cpu_count()} cores")

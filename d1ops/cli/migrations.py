@@ -37,19 +37,62 @@ if TYPE_CHECKING:
 @click.argument("env", required=False, shell_complete=complete_env)
 @dry_run_option
 @one_by_one_option
+@click.option("--only", "only", multiple=True, metavar="NAME", help="Fleet: only these databases (names or globs).")
+@click.option("--except", "exclude", multiple=True, metavar="NAME", help="Fleet: leave these databases out.")
+@click.option(
+    "--canary", type=click.IntRange(min=0), default=0, help="Fleet: migrate N first; go on only if all succeed."
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=16, show_default=True, help="Fleet: databases at once."
+)
+@click.option("--keep-going", is_flag=True, help="Fleet: go on after a failure and report every one.")
+@click.option("--backup", "fleet_backup", is_flag=True, help="Fleet: also export every database (not built yet).")
+@click.option("--shard", metavar="K/N", help="Fleet: only shard K of N (a hash of the name), its own journal.")
 @yes_option
 @json_option
 @pass_project
-def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool) -> None:
+def migrate(
+    project: Project,
+    env: str | None,
+    dry_run: bool,
+    one_by_one: bool,
+    only: tuple[str, ...],
+    exclude: tuple[str, ...],
+    canary: int,
+    concurrency: int,
+    keep_going: bool,
+    fleet_backup: bool,
+    shard: str | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Apply pending migrations to ENV (default: default_env), in order, through every gate.
+
+    A fleet environment (`fleet: "tenant-*"` or `fleet_file:`) migrates each of its databases through the D1
+    API, --concurrency at a time; a killed run is finished by running the same command again.
 
     \b
     Example:
       d1ops migrate dev --dry-run && d1ops migrate dev
+      d1ops migrate tenants --canary 5 --keep-going --json
     """
+    want_json(as_json)
+    target = project.config.env(env)
+    fleet_flags = bool(only or exclude or canary or keep_going or fleet_backup or shard or concurrency != 16)
+    if target.is_fleet:
+        from d1ops.cli.fleet import run_fleet_migrate
+        from d1ops.run.fleet import FleetOptions
+
+        opts = FleetOptions(only, exclude, canary, concurrency, keep_going, fleet_backup, shard, dry_run)
+        run_fleet_migrate(project, target, opts, yes=yes, as_json=as_json)
+        return
+    if fleet_flags:
+        raise UsageError(
+            f"--only, --except, --canary, --concurrency, --keep-going, --backup and --shard are for fleet "
+            f"environments; {target.name} is one database."
+        )
     from d1ops.changes import migrate as migrate_plan
 
-    want_json(as_json)
     report = migrate_plan.run_migrate(
         project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
     )
@@ -110,9 +153,10 @@ def promote(
 @click.argument("env", required=False, shell_complete=complete_env)
 @click.option("--all", "all_envs", is_flag=True, help="Every environment: a matrix of migrations × environments.")
 @click.option("--check", is_flag=True, help="Exit 3 when anything is pending or drifted (for CI gates).")
+@click.option("--names", is_flag=True, help="Fleet: list the databases behind, failed or drifted by name.")
 @json_option
 @pass_project
-def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, as_json: bool) -> None:
+def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, names: bool, as_json: bool) -> None:
     """Show applied, pending, skipped and drifted migrations.
 
     Exit codes: 0 every environment shown was read; 1 some could not be (no credentials for a remote one, or an
@@ -129,7 +173,18 @@ def status_cmd(project: Project, env: str | None, all_envs: bool, check: bool, a
     if all_envs and env:
         raise UsageError("Give an environment or --all, not both.")
     envs = list(project.config.environments) if all_envs else [project.config.env(env)]
-    report = status.status_of(project, envs)
+    if len(envs) == 1 and envs[0].is_fleet:
+        from d1ops.cli.fleet import show_fleet_status
+
+        show_fleet_status(project, envs[0], names=names, check=check, as_json=as_json)
+        return
+    fleets = [e for e in envs if e.is_fleet]
+    single = [e for e in envs if not e.is_fleet]
+    report = status.status_of(project, single) if single else status.empty_report(project)
+    if fleets:
+        from d1ops.cli.fleet import add_fleet_columns
+
+        add_fleet_columns(project, report, fleets, [e.name for e in envs])
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -173,6 +228,9 @@ def _render_status(report: status.StatusReport) -> None:
     for env in report.envs:
         if env in report.unavailable:
             click.echo(f"{env}: {report.unavailable[env]}.")
+            continue
+        if env in report.fleets:
+            say(report.fleets[env]["describe"])
             continue
         pending = report.count(status.PENDING, env)
         drifted = report.count(status.DRIFTED, env)

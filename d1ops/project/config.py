@@ -5,8 +5,7 @@ its binding, migrations folder, baseline and per-environment overrides). Every c
 a time: `load_config(..., database=NAME)` returns the `Config` of that database, whose environments are resolved
 for it (an `Environment` is one environment × one database). Backups and reports of a project with one
 `database:` live in `backups/<env>/`; with `databases:` in `backups/<env>/<database>/`, so adding a database
-later moves nothing. (A later fleet entry — many databases of one schema found by a name pattern — is one more
-kind of entry in that list, expanded to one `Config` per database found.)
+later moves nothing. A fleet (`fleet: GLOB` or `fleet_file:` on an environment) is found at run time (run/fleet.py).
 """
 
 from __future__ import annotations
@@ -46,7 +45,8 @@ TOP_KEYS = (
     "baseline",
     "environments",
 )
-ENV_KEYS = ("name", "target", "wrangler_env", "protected", "skip", "backup", "verify", "database")
+ENV_KEYS: tuple[str, ...] = ("name", "target", "wrangler_env", "protected", "skip", "backup", "verify", "database")
+ENV_KEYS += ("fleet", "fleet_file")  # a fleet environment: many databases of the account (Environment.is_fleet)
 DATABASE_KEYS = ("name", "binding", "migrations_dir", "baseline", "environments")
 DATABASE_ENV_KEYS = ("binding",)
 TARGETS = ("local", "remote")
@@ -68,10 +68,14 @@ class Environment:
     verify: str
     binding: Binding
     database: str = ""  # the database's name in environments.yaml (its binding for a one-database file)
+    fleet: str | None = None  # a glob over the account's database names ("tenant-*"); or fleet_file: a file of
+    fleet_file: str | None = None  # database names or ids, one a line (relative to the project)
 
     @property
     def is_remote(self) -> bool:
         return self.target == "remote"
+
+    is_fleet = property(lambda self: bool(self.fleet or self.fleet_file))  # many databases, reached via the API
 
 
 @dataclass(frozen=True)
@@ -383,8 +387,15 @@ def _parse_env(
             f"{here}: key 'database' is for one-database files; with 'databases', set "
             f"databases[].environments.{name}.binding instead."
         )
-    database = spec.env_bindings.get(name) or _str(item, "database", here, default=spec.binding)
-    binding = resolve_binding(wrangler, wrangler_path, database, wrangler_env, name)
+    fleet, fleet_file = _str(item, "fleet", here) or None, _str(item, "fleet_file", here) or None
+    if (fleet and fleet_file) or ((fleet or fleet_file) and target != "remote"):
+        raise ConfigError(f"{here}: a fleet takes 'fleet' (a name pattern) or 'fleet_file' (a list), not both, "
+                          "and lives in a Cloudflare account ('target: remote').")  # fmt: skip
+    if fleet or fleet_file:
+        binding = Binding(binding=name, database_name=None, database_id=None, migrations_dir=None)
+    else:
+        database = spec.env_bindings.get(name) or _str(item, "database", here, default=spec.binding)
+        binding = resolve_binding(wrangler, wrangler_path, database, wrangler_env, name)
     return Environment(
         name=name,
         target=target,
@@ -395,6 +406,8 @@ def _parse_env(
         verify=verify,
         binding=binding,
         database=spec.name,
+        fleet=fleet,
+        fleet_file=fleet_file,
     )
 
 

@@ -43,6 +43,7 @@ class StatusReport:
     locks: dict[str, str | None] = field(default_factory=dict)
     database: str = ""
     unavailable: dict[str, str] = field(default_factory=dict)  # env → why it could not be read
+    fleets: dict[str, dict[str, Any]] = field(default_factory=dict)  # a fleet's column: its summary (run/fleet_status)
 
     @property
     def complete(self) -> bool:
@@ -129,6 +130,12 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
         database=project.config.database,
         unavailable=unavailable,
     )
+
+
+def empty_report(project: Project) -> StatusReport:
+    """The matrix with no column yet (a project whose every environment is a fleet: their columns are added)."""
+    rows = [MigrationRow(m.name, m.checksum) for m in project.migrations().files]
+    return StatusReport(envs=[], migrations=rows, warnings=[], wrangler_processes=0, database=project.config.database)
 
 
 def _bind(read: Callable[[Environment], EnvState], env: Environment) -> Callable[[], EnvState]:

@@ -367,3 +367,38 @@ def test_api_databases_queries_and_bookmarks(cloudflare_api: CloudflareAPI) -> N
 )
 def test_split_sql(sql: str, expected: list[str]) -> None:
     assert split_sql(sql) == expected
+
+
+def test_api_query_batch_runs_as_one_transaction(cloudflare_api: CloudflareAPI) -> None:  # noqa: F811
+    api, dbs = cloudflare_api, f"/accounts/{cloudflare_api.account_id}/d1/database"
+    uuid = call(api, "POST", dbs, {"name": "batched"})[1]["result"]["uuid"]
+    query = f"{dbs}/{uuid}/query"
+    batch = [
+        {"sql": "CREATE TABLE t (v); INSERT INTO t VALUES (1)"},
+        {"sql": "INSERT INTO t VALUES (?)", "params": [2]},
+    ]
+    status, body = call(api, "POST", query, {"batch": [*batch, {"sql": "SELECT v FROM t ORDER BY v"}]})
+    assert status == 200 and [r["results"] for r in body["result"]][-1] == [{"v": 1}, {"v": 2}]
+    status, body = call(api, "POST", query, {"batch": [{"sql": "INSERT INTO t VALUES (3)"}, {"sql": "nope"}]})
+    assert status == 400 and "syntax error" in body["errors"][0]["message"]
+    assert api.server.execute(uuid, "SELECT count(*) AS n FROM t")[0]["results"] == [{"n": 2}]  # 3 rolled back
+    assert call(api, "POST", query, {"batch": []})[0] == 400
+
+
+def test_requests_on_different_databases_run_side_by_side(cloudflare_api: CloudflareAPI) -> None:  # noqa: F811
+    """A slow query on one database does not hold up a query on another (a lock per database)."""
+    import threading
+
+    api, dbs = cloudflare_api, f"/accounts/{cloudflare_api.account_id}/d1/database"
+    slow, fast = (call(api, "POST", dbs, {"name": n})[1]["result"]["uuid"] for n in ("slow", "fast"))
+    heavy = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) FROM c"
+    started = time.monotonic()
+    thread = threading.Thread(target=call, args=(api, "POST", f"{dbs}/{slow}/query", {"sql": heavy}))
+    thread.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    assert call(api, "POST", f"{dbs}/{fast}/query", {"sql": "SELECT 1 AS one"})[0] == 200
+    fast_took = time.monotonic() - t0
+    thread.join()
+    slow_took = time.monotonic() - started
+    assert fast_took < slow_took / 2, (fast_took, slow_took)
