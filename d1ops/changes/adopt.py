@@ -15,8 +15,9 @@ from d1ops.errors import GateRefused, OutcomeUnknown, UsageError, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.migrations import MigrationFile, MigrationSet
 from d1ops.project.project import Project
+from d1ops.run.apply import Batch, send_batch
 from d1ops.run.sequence import Change, Confirm, Run, RunReport, run_change
-from d1ops.run.tracking import CHECKSUM_TABLE, NOW, TRACKING_TABLES, WRANGLER_TABLE, actor, release_lock_sql
+from d1ops.run.tracking import CHECKSUM_TABLE, NOW, TRACKING_TABLES, WRANGLER_TABLE, actor
 from d1ops.sql.schema import DatabaseSchema, read_schema
 from d1ops.sql.text import quote
 
@@ -104,18 +105,15 @@ class AdoptChange(Change):
         return f"Nothing was recorded in {self.env.name}."
 
     def apply(self, run: Run) -> None:
-        text = adopt_batch(self.record, self.ddl, f"{ADOPTED_BY} {actor()}", release_owner=run.owner)
-        batch = run.work / "adopt.sql"
-        batch.write_text(text, encoding="utf-8")
+        body = adopt_batch(self.record, self.ddl, f"{ADOPTED_BY} {actor()}")
         try:
-            run.wrangler.execute(self.env, file=batch)
+            send_batch(run, Batch("adopt", body, keep_results=False))
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
             raise GateRefused(
                 f"Adopting on {self.env.name} failed: {exc.detail}\nThe batch is atomic: nothing was recorded."
             ) from exc
-        run.applied()
 
 
 def schema_statements(schema: DatabaseSchema) -> list[str]:
@@ -131,7 +129,9 @@ def schema_statements(schema: DatabaseSchema) -> list[str]:
     return [f"{o.sql};" for o in sorted(keep, key=lambda o: order.get(o.type, 4))]
 
 
-def adopt_batch(files: list[MigrationFile], ddl: list[str], applied_by: str, *, release_owner: str) -> str:
+def adopt_batch(files: list[MigrationFile], ddl: list[str], applied_by: str) -> str:
+    """The schema (with --schema-from) and both tracking rows of every adopted file; the run adds the lease
+    guard and the release."""
     parts = [f"{statement}\n" for statement in ddl]
     for m in files:
         name = quote(m.name)
@@ -140,7 +140,6 @@ def adopt_batch(files: list[MigrationFile], ddl: list[str], applied_by: str, *, 
             f"INSERT OR REPLACE INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms) "
             f"VALUES ({name}, {quote(m.checksum)}, {NOW}, {quote(applied_by)}, NULL);\n"
         )
-    parts.append(release_lock_sql(release_owner))
     return "".join(parts)
 
 

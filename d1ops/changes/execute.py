@@ -13,8 +13,9 @@ from typing import Any
 from d1ops.errors import UsageError
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
+from d1ops.run.apply import Batch, send_batch
 from d1ops.run.sequence import Change, Confirm, Run, run_change
-from d1ops.run.tracking import CHECKSUM_DDL, LOCK_DDL, WRANGLER_DDL, lease_guard_sql, release_lock_sql
+from d1ops.run.tracking import CHECKSUM_DDL, LOCK_DDL, WRANGLER_DDL
 from d1ops.sql.readonly import is_read_only, scratch_schema
 from d1ops.sql.text import sql_for_batch
 from d1ops.wrangler.runner import Statement
@@ -41,15 +42,7 @@ class ExecuteChange(Change):
 
     def apply(self, run: Run) -> None:
         # The user's SQL, then the release of our lock: one call, one atomic batch.
-        text = lease_guard_sql(run.owner) + sql_for_batch(self.sql) + release_lock_sql(run.owner)
-        if self.from_file:
-            batch = run.work / "execute.sql"
-            batch.write_text(text, encoding="utf-8")
-            result = run.wrangler.execute(self.env, file=batch)
-        else:
-            result = run.wrangler.execute(self.env, command=text)
-        run.applied()
-        self.results = result[1:-1] if len(result) > 2 else result  # the lease guard first, the release last
+        self.results = send_batch(run, Batch("execute", sql_for_batch(self.sql)))
         run.report.details = {"results": [{"results": s.results, "meta": s.meta} for s in self.results]}
 
 

@@ -17,18 +17,15 @@ from d1ops.project.config import Environment
 from d1ops.project.credentials import require_for_gate
 from d1ops.project.migrations import MigrationFile, MigrationSet
 from d1ops.project.project import Project
+from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.sequence import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
 from d1ops.run.tracking import (
     CHECKSUM_TABLE,
-    LEASE_LOST,
     EnvState,
     actor,
-    lease_guard_sql,
     migration_batch,
-    read_state,
     read_states,
-    release_lock_sql,
 )
 from d1ops.sql.text import quote, sql_for_batch
 from d1ops.support import progress
@@ -201,24 +198,18 @@ class MigrateChange(Change):
         who = actor()
         names = ", ".join(quote(m.name) for m in pending)
         pairs = zip(pending, self.sqls, strict=True)
-        text = lease_guard_sql(run.owner)
-        text += "".join(migration_batch(m, sql, who, release_owner=None) for m, sql in pairs)
-        text += release_lock_sql(run.owner)
-        text += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
-        batch = run.work / "batch.sql"
-        batch.write_text(text, encoding="utf-8")
+        body = "".join(migration_batch(m, sql, who, release_owner=None) for m, sql in pairs)
+        body += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
         started = time.monotonic()
         try:
-            result = run.wrangler.execute(self.env, file=batch)
+            result = send_batch(run, Batch(self.command, body, release=True))
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
-            if LEASE_LOST in exc.detail:
-                raise  # the run says so (pipeline.py): no replay to find a failing migration
             raise batch_failure(run, self, exc) from exc
-        run.applied()
-        # Locally the last statement's rows carry each migration's time measured inside the database; remotely
-        # wrangler prints only an import summary: then the batch's wall time is all there is.
+        # The release follows the duration query, so the rows are in the last result of the change's own.
+        # Locally they carry each migration's time measured inside the database; remotely wrangler prints only
+        # an import summary: then the batch's wall time is all there is.
         rows = result[-1].results if result else []
         durations = {str(r["name"]): r.get("duration_ms") for r in rows if "name" in r}
         for outcome in outcomes:
@@ -235,13 +226,11 @@ class MigrateChange(Change):
         who = actor()
         for i, (m, sql, outcome) in enumerate(zip(pending, self.sqls, outcomes, strict=True)):
             last = i == len(pending) - 1
-            batch = run.work / f"{i:04d}-{m.name}"
-            text = lease_guard_sql(run.owner) + migration_batch(m, sql, who, release_owner=run.owner if last else None)
-            batch.write_text(text, encoding="utf-8")
+            batch = Batch(f"{i:04d}-{m.name}", migration_batch(m, sql, who, release_owner=None), release=last)
             progress.step(f"Applying {m.name} to {self.env.name} ({i + 1}/{len(pending)}, one by one)")
             started = time.monotonic()
             try:
-                run.wrangler.execute(self.env, file=batch)
+                send_batch(run, batch)
             except OutcomeUnknown:
                 raise
             except WranglerError as exc:
@@ -256,24 +245,16 @@ class MigrateChange(Change):
                 ) from exc
             outcome.result = "applied"
             outcome.duration_ms, outcome.timing = elapsed_ms(started), "process"
-        run.applied()
 
     def read_back(self, run: Run, cause: OutcomeUnknown) -> MigrationFailed:
         return read_back_applied(run, cause)
 
 
 def read_back_applied(run: Run, cause: OutcomeUnknown) -> MigrationFailed:
-    """After an apply whose outcome is unknown: read what the database holds now (retrying the read) and report
-    exactly that. Nothing is re-applied."""
+    """After an apply whose outcome is unknown: read what the database holds now and report exactly that.
+    Nothing is re-applied."""
     env = run.env
-    state = None
-    run.wrangler.forget_remote_failure()
-    for attempt in range(3):
-        try:
-            state = read_state(run.wrangler, env)
-            break
-        except WranglerError:
-            time.sleep(1.0 * (attempt + 1))
+    state = read_back_state(run)
     outcomes = run.report.migrations
     if state is None:
         for o in outcomes:

@@ -25,6 +25,7 @@ from d1ops.cli.render import text_table
 from d1ops.errors import D1OpsError, OutcomeUnknown, RestoreFailed, UsageError, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
+from d1ops.run.apply import Batch, send_batch
 from d1ops.run.sequence import Change, Confirm, Run, RunReport, run_change
 from d1ops.run.tracking import LOCK_DDL, release_stale_lock_sql
 from d1ops.sql.tablediff import Dependent, TableRestore
@@ -71,10 +72,10 @@ class RestoreChange(Change):
         self.result.pre_restore_backup = str(backup.path) if backup else None
         self.result.bookmark_before = self.result.bookmark_before or run.report.bookmark
 
-    def run_batch(self, run: Run, batch: Path) -> None:
-        """Run the batch (one atomic `execute --file`); if it failed, say the database is as it was."""
+    def run_batch(self, run: Run, batch: Batch) -> None:
+        """Send the batch (one atomic `execute --file`); if it failed, say the database is as it was."""
         try:
-            run.wrangler.execute(self.env, file=batch, discard_results=True)
+            send_batch(run, batch)
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
@@ -95,7 +96,6 @@ class RestoreChange(Change):
                 f"The restore of {self.env.name} failed: {exc.detail}\nD1 runs the restore as one atomic batch: "
                 f"nothing of it was applied, {self.env.name} is as it was.{kept}{hint}"
             ) from exc
-        run.applied()
 
     def taken(self) -> str:
         when = f" at {self.result.source_taken_at}" if self.result.source_taken_at else ""

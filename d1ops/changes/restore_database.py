@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from pathlib import Path
 from typing import Any, TextIO
 
 from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
 from d1ops.changes.restore import BackupRestore
 from d1ops.errors import RestoreFailed
+from d1ops.run.apply import Batch
 from d1ops.run.sequence import Run
-from d1ops.run.tracking import LOCK_TABLE, lease_guard_sql
+from d1ops.run.tracking import LOCK_TABLE
 from d1ops.sql.schema import DatabaseSchema, count_rows, lower, read_schema, read_schema_sqlite
 from d1ops.sql.tablediff import TableRestore
 from d1ops.sql.text import StatementTooLarge, ident
@@ -70,29 +70,28 @@ class DatabaseRestore(BackupRestore):
         self.record_safety(run)
         if run.safety_backup is not None:
             self._note_rows_before({str(t["name"]): int(t["rows"]) for t in run.safety_backup.manifest["tables"]})
-        batch = run.work / "restore.sql"
+        # The run's lease guard opens the batch, before the lock table is dropped with the others; the lock table
+        # is dropped and replaced, so the lease ends with the batch.
+        batch = Batch("restore", self._write_batch, keep_results=False, release=False, ends_lease=True)
         try:
-            self._write_batch(batch, run.owner)
-        except StatementTooLarge as exc:
+            self.run_batch(run, batch)
+        except StatementTooLarge as exc:  # found while writing the batch: nothing was sent to D1
             raise RestoreFailed(
                 f"Cannot restore {self.env.name} from {self.folder}: {exc.message} Nothing was restored."
             ) from None
-        self.run_batch(run, batch)  # the lock table was dropped and replaced: the lock is gone with the batch
 
-    def _write_batch(self, batch: Path, owner: str) -> None:
-        with batch.open("w", encoding="utf-8") as out:
-            out.write(lease_guard_sql(owner))  # before the lock table is dropped with the others
-            out.write("PRAGMA defer_foreign_keys=TRUE;\n")
-            # Views, then virtual tables (their shadow tables go with them), then tables (their indexes and
-            # triggers go with them): the backup recreates every object it holds.
-            for view in self.schema.of_type("view"):
-                out.write(f"DROP VIEW IF EXISTS {ident(view.name)};\n")
-            virtual = self.schema.virtual_tables if "virtual_tables" in self.manifest else []  # old backups: kept
-            for table in [*virtual, *self.schema.tables]:
-                out.write(f"DROP TABLE IF EXISTS {ident(table)};\n")
-            self._write_dump(out)
-            if LOCK_TABLE in self.kept:  # the dump's lock table holds the lock of the run that took it, or none
-                out.write(f"\nDELETE FROM {LOCK_TABLE};\n")
+    def _write_batch(self, out: TextIO) -> None:
+        out.write("PRAGMA defer_foreign_keys=TRUE;\n")
+        # Views, then virtual tables (their shadow tables go with them), then tables (their indexes and
+        # triggers go with them): the backup recreates every object it holds.
+        for view in self.schema.of_type("view"):
+            out.write(f"DROP VIEW IF EXISTS {ident(view.name)};\n")
+        virtual = self.schema.virtual_tables if "virtual_tables" in self.manifest else []  # old backups: kept
+        for table in [*virtual, *self.schema.tables]:
+            out.write(f"DROP TABLE IF EXISTS {ident(table)};\n")
+        self._write_dump(out)
+        if LOCK_TABLE in self.kept:  # the dump's lock table holds the lock of the run that took it, or none
+            out.write(f"\nDELETE FROM {LOCK_TABLE};\n")
 
     def _write_dump(self, out: TextIO) -> None:
         """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""

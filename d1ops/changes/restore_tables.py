@@ -20,8 +20,9 @@ from d1ops.changes.restore_database import warn_virtual
 from d1ops.errors import RestoreFailed
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
+from d1ops.run.apply import Batch
 from d1ops.run.sequence import Run
-from d1ops.run.tracking import LOCK_TABLE, lease_guard_sql, release_lock_sql
+from d1ops.run.tracking import LOCK_TABLE
 from d1ops.sql.schema import (
     FOREIGN_KEY_QUERY,
     ForeignKey,
@@ -127,17 +128,15 @@ class TablesRestore(BackupRestore):
             )
         if triggers or self.missing:
             warn_virtual(run, self.schema, self.manifest, always=False)
-        batch = run.work / "restore.sql"
+        batch = Batch(
+            "restore", lambda out: write_table_batch(out, self.source_db, plans, triggers), keep_results=False
+        )
         try:
-            with batch.open("w", encoding="utf-8") as out:
-                out.write(lease_guard_sql(run.owner))
-                write_table_batch(out, self.source_db, plans, triggers)
-                out.write(release_lock_sql(run.owner))
+            self.run_batch(run, batch)
         except StatementTooLarge as exc:  # found while writing the batch: nothing was sent to D1
             raise RestoreFailed(
                 f"Cannot restore {self.env.name} from {self.folder}: {exc.message} Nothing was restored."
             ) from None
-        self.run_batch(run, batch)
 
     def _diff(self, run: Run, current: Path) -> list[TablePlan]:
         plans = plan_tables(self.source_db, current, self.order, self.live, self.fks, run.report.warnings)

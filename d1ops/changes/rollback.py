@@ -21,17 +21,10 @@ from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageErro
 from d1ops.project.config import Environment
 from d1ops.project.migrations import DOWN_DIR, IRREVERSIBLE
 from d1ops.project.project import Project
+from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.sequence import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
-from d1ops.run.tracking import (
-    CHECKSUM_TABLE,
-    LEASE_LOST,
-    WRANGLER_TABLE,
-    lease_guard_sql,
-    read_state,
-    read_states,
-    release_lock_sql,
-)
+from d1ops.run.tracking import CHECKSUM_TABLE, WRANGLER_TABLE, read_states
 from d1ops.sql.text import quote, split_statements, sql_for_batch
 
 
@@ -145,17 +138,13 @@ class RollbackChange(Change):
     def apply(self, run: Run) -> None:
         outcomes = [MigrationOutcome(u.name, u.checksum or "", "not run") for u in self.undos]
         run.report.migrations = outcomes
-        batch = run.work / "rollback.sql"
-        text = lease_guard_sql(run.owner) + "".join(rollback_batch(u) for u in self.undos) + release_lock_sql(run.owner)
-        batch.write_text(text, encoding="utf-8")
+        body = "".join(rollback_batch(u) for u in self.undos)
         started = time.monotonic()
         try:
-            run.wrangler.execute(self.env, file=batch, discard_results=True)
+            send_batch(run, Batch("rollback", body, keep_results=False))
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
-            if LEASE_LOST in exc.detail:
-                raise  # the run says so (pipeline.py): no replay
             steps = [Step(u.name, rollback_batch(u), u.down) for u in self.undos]
             found = explain_failure(run, steps, exc)
             culprit = self.undos[found.index].name if found.index is not None else None
@@ -173,17 +162,14 @@ class RollbackChange(Change):
                 f"{self.env.name} is exactly as it was. Fix {DOWN_DIR}/{culprit or '<file>'} and run the rollback "
                 "again."
             ) from exc
-        run.applied()
         for outcome in outcomes:
             outcome.result, outcome.timing = "rolled back", "process"
         if len(outcomes) == 1:
             outcomes[0].duration_ms = elapsed_ms(started)
 
     def read_back(self, run: Run, cause: OutcomeUnknown) -> MigrationFailed:
-        run.wrangler.forget_remote_failure()
-        try:
-            state = read_state(run.wrangler, self.env)
-        except WranglerError:
+        state = read_back_state(run)
+        if state is None:
             return MigrationFailed(
                 f"The rollback call on {self.env.name} did not finish ({cause.detail}) and the state could not be "
                 f"read back: run `d1ops status {self.env.name}`. Nothing will be retried."

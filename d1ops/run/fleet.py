@@ -32,16 +32,16 @@ from d1ops.errors import D1OpsError, GateRefused, LockHeld, UsageError, Wrangler
 from d1ops.project.config import Environment
 from d1ops.project.migrations import MigrationFile
 from d1ops.project.project import Project
+from d1ops.run.apply import batch_text
 from d1ops.run.fleet_journal import Journal, NullJournal
 from d1ops.run.fleet_report import Confirm, DbOutcome, FleetFailed, FleetProgress, FleetReport, Progress
 from d1ops.run.fleet_targets import ApiSeam, Target, parse_shard, resolve_fleet, select
 from d1ops.run.replay import schema_sql
 from d1ops.run.tracking import (
     CHECKSUM_TABLE,
-    LEASE_LOST,
+    LOCK_TABLE,
     EnvState,
     actor,
-    lease_guard_sql,
     lock_and_read_state,
     migration_batch,
     new_lock_owner,
@@ -61,13 +61,12 @@ __all__ = ["FleetFailed", "FleetOptions", "FleetReport", "fleet_batch", "migrate
 def fleet_batch(owner: str, pending: list[MigrationFile], sqls: list[str], applied_by: str) -> str:
     """The one atomic batch of a database: lease guard, each migration with its tracking rows, release of the
     lease, then the recorded durations. (The run's own apply batch, built from the same tracking.py pieces.)"""
-    text = lease_guard_sql(owner)
-    text += "".join(
+    body = "".join(
         migration_batch(m, sql, applied_by, release_owner=None) for m, sql in zip(pending, sqls, strict=True)
     )
-    text += release_lock_sql(owner)
     names = ", ".join("'" + m.name.replace("'", "''") + "'" for m in pending)
-    return text + f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
+    body += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
+    return batch_text(owner, body)
 
 
 def failing_migration(schema: DatabaseSchema | None, pending: list[MigrationFile], sqls: list[str]) -> str | None:
@@ -181,7 +180,7 @@ class FleetRun:
                 self._read_back(seam, env, target, plan.to_apply, out, exc.detail)
                 return
             except ApiError as exc:
-                if LEASE_LOST in exc.detail:
+                if self._holder(target) != self.owner:  # read from the lock row, not from the error's text
                     held = False
                     raise LockHeld("this run no longer held the lease: the batch was refused, nothing applied") from exc
                 name = failing_migration(schema, plan.to_apply, sqls)
@@ -194,6 +193,17 @@ class FleetRun:
         finally:
             if held:
                 self._release(target)
+
+    def _holder(self, target: Target) -> str | None:
+        """Who holds the lease of a database now (after a failed batch: was it ours?). One API call."""
+        from d1ops.api.client import ApiError
+
+        try:
+            rows = self.api.query(target.id, f"SELECT owner FROM {LOCK_TABLE} WHERE id = 1;", what="lease read")
+        except ApiError:
+            return self.owner  # cannot tell: the batch's own failure message stands
+        found = rows[0].results if rows else []
+        return str(found[0]["owner"]) if found and found[0].get("owner") else None
 
     def _release(self, target: Target) -> None:
         from d1ops.api.client import ApiError

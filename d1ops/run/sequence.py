@@ -29,7 +29,7 @@ from d1ops.backups.verify import BackupResult
 from d1ops.errors import BackupFailed, D1OpsError, GateRefused, Interrupted, LockHeld, OutcomeUnknown, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
-from d1ops.run.tracking import LEASE_LOST, EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
+from d1ops.run.tracking import EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
 from d1ops.sql.schema import DatabaseSchema
 from d1ops.support import progress
 from d1ops.support.files import unique_stamp, utc_now, write_private
@@ -247,11 +247,6 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
             except OutcomeUnknown as unknown:
                 run.locked = False  # whatever the call did, it was the one to release the lock: never retried
                 raise change.read_back(run, unknown) from None
-            except D1OpsError as exc:
-                lost = lease_lost(run, change, exc)
-                if lost is None:
-                    raise
-                raise lost from exc
             applying, applied = False, True
             run.release()
             pause_point("before-report")
@@ -312,21 +307,6 @@ def failed(project: Project, report: RunReport, start: int, exc: D1OpsError, adv
     except BaseException:  # noqa: BLE001 - a Ctrl-C while filing: the message still reaches the user
         report.warnings.append("interrupted while writing the run report")
     return RunFailed(exc, report)
-
-
-def lease_lost(run: Run, change: Change, exc: D1OpsError) -> LockHeld | None:
-    """The apply's batch was refused by its lease guard: this run's lease had expired and was taken over."""
-    cause = exc.__cause__
-    texts = [exc.message, cause.message if isinstance(cause, D1OpsError) else ""]
-    if not any(LEASE_LOST in text for text in texts):
-        return None
-    name = run.env.name
-    return LockHeld(
-        f"This run no longer held the lease on {name} when it came to apply (it expired after D1OPS_LEASE_MINUTES "
-        f"and another run took it over, or it was released with `d1ops unlock`). D1 refused the {change.command} "
-        f"batch as a whole: nothing of it was applied. See `d1ops status {name}`; if runs need longer, raise "
-        "D1OPS_LEASE_MINUTES."
-    )
 
 
 PAUSE_ENV_VAR = "D1OPS_PAUSE_AT"

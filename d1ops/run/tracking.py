@@ -324,6 +324,12 @@ def release_lock_sql(owner: str) -> str:
     return f"DELETE FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)};\n"
 
 
+def read_lock_holder(wrangler: Wrangler, env: Environment) -> str | None:
+    """Who holds the lease now (None: nobody): one wrangler process."""
+    rows = wrangler.execute(env, command=f"{LOCK_DDL}\n{_LOCK_QUERY};")[-1].results
+    return str(rows[0]["owner"]) if rows and rows[0].get("owner") else None
+
+
 def release_lock(wrangler: Wrangler, env: Environment, owner: str | None = None) -> None:
     """Release the lock (only `owner`'s lease; None, only from `d1ops unlock` of an unheld lock, any)."""
     where = "" if owner is None else f" AND owner = {quote(owner)}"
