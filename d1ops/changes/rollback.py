@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 from d1ops.backups.catalog import safety_before
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
@@ -32,7 +33,7 @@ from d1ops.run.tracking import (
     read_states,
     release_lock_sql,
 )
-from d1ops.sql.text import quote, split_statements, sql_for_batch
+from d1ops.sql.text import UnfinishedStatement, quote, split_statements, sql_for_batch
 
 
 @dataclass(frozen=True)
@@ -109,18 +110,25 @@ class RollbackChange(Change):
 
     def _undo(self, run: Run, name: str) -> Undo:
         path = self.project.config.migrations_dir / DOWN_DIR / name
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
+        try:
+            text = path.read_text(encoding="utf-8") if path.is_file() else None
+        except UnicodeDecodeError as exc:
+            self._stop(name, f"its down file {DOWN_DIR}/{name} is not UTF-8 (byte {exc.start}); re-save it")
         first = (text or "").lstrip().splitlines()[:1]
         if text is not None and first and first[0].startswith(IRREVERSIBLE):
             reason = first[0][len(IRREVERSIBLE) :].strip() or "no reason given"
             self._stop(name, f"its down file says it is irreversible: {reason}")
-        if text is None or not split_statements(text):
+        try:
+            statements = split_statements(text) if text is not None else []
+        except UnfinishedStatement as exc:
+            self._stop(name, f"its down file {DOWN_DIR}/{name} is unfinished: {exc.message}; close it")
+        if not statements:
             why = "it has no down file" if text is None else "its down file holds no SQL statement"
             self._stop(name, f"{why} ({DOWN_DIR}/{name})")
         assert text is not None
         return Undo(name, text, self.states[self.env.name].applied[name].checksum)
 
-    def _stop(self, name: str, why: str) -> None:
+    def _stop(self, name: str, why: str) -> NoReturn:
         found = safety_before(self.project, self.env.name, name)
         if found and found.get("backup"):
             command = f"d1ops restore {found['backup']} --env {self.env.name}"
