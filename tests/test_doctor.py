@@ -83,3 +83,23 @@ def test_doctor_fails_on_a_broken_config(tmp_path: Path) -> None:
     result = proj.run("doctor")
     assert result.exit_code == 1
     assert "FAIL  config" in result.output and "database 'DBX' has no d1_databases entry" in result.output
+    assert "→ fix what it names, then run `d1ops doctor` again" in result.output  # not init: it exists
+
+
+def test_doctor_names_the_folders_where_they_are(tmp_path: Path) -> None:
+    """migrations_dir in a subfolder, the wrangler config in another: wrangler keeps local state beside it."""
+    proj = make_project(tmp_path / "p")
+    (proj.root / "worker").mkdir()
+    (proj.root / "wrangler.toml").rename(proj.root / "worker" / "wrangler.toml")
+    (proj.root / "db").mkdir()
+    (proj.root / "migrations").rename(proj.root / "db" / "migrations")
+    text = THREE_LOCAL_ENVIRONMENTS.replace("migrations_dir: migrations", "migrations_dir: db/migrations")
+    proj.config.write_text(text.replace("wrangler_config: wrangler.toml", "wrangler_config: worker/wrangler.toml"))
+    assert proj.run("migrate", "dev").exit_code == 0
+
+    result = proj.run("doctor")
+
+    lines = [" ".join(line.split()) for line in result.output.splitlines()]
+    assert "OK migrations 2 file(s) in db/migrations/" in lines
+    assert "OK local state worker/.wrangler/state/v3/d1/ present (dev, staging, production)" in lines
+    assert "OK lock dev no lock held" in lines  # read, as the local state is found
