@@ -15,7 +15,7 @@ from d1ops.wrangler.runner import Wrangler
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import Proj
 from tests.test_remote import STAGING_ONLY_NO_BACKUP, api, output_of, staging_project  # noqa: F401
-from tests.wrangler_shim import kill, shim_env, start_d1ops, wait_for
+from tests.wrangler_shim import interrupt_and_wait, shim_env, start_d1ops, wait_for
 
 NEW = {
     "0003_tags.sql": "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);\n",
@@ -101,9 +101,9 @@ def test_ctrl_c_during_the_apply_reads_back_files_the_report_and_exits_130(proj:
     process = start_d1ops(["--config", str(proj.config), "migrate", "dev", "--json"], env)
     wait_for(mark, process)
 
-    code, out, err = kill(process, signal.SIGINT)
+    out, err = interrupt_and_wait(process, signal.SIGINT)  # exits, pipes closed, no process of it left
 
-    assert code == 130, err
+    assert process.returncode == 130, err
     report = json.loads(out)
     assert report["exit_code"] == 130
     on_db = applied_names(proj)
