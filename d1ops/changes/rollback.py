@@ -20,6 +20,7 @@ from typing import NoReturn
 from d1ops.backups.catalog import safety_before
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.project.config import Environment
+from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.project.migrations import DOWN_DIR, IRREVERSIBLE
 from d1ops.project.project import Project
 from d1ops.run.replay import Step, explain_failure
@@ -71,6 +72,12 @@ class RollbackChange(Change):
         """This environment under its lock (with its schema, for a replay), and the ones after it, at once."""
         config = self.project.config
         later = list(config.environments[config.env_names.index(self.env.name) :])
+        # A local rollback on a machine without credentials: the remote ones after it cannot be read. Said, not
+        # fatal (plan() warns what the gate did not check); a remote rollback needs credentials anyway.
+        self.unchecked = [e.name for e in later[1:] if e.is_remote] if not credentials_source() else []
+        if self.env.is_remote:
+            self.unchecked = []
+        later = [e for e in later if e.name not in self.unchecked]
         locked = {self.env.name: lambda: run.lock_and_read(with_schema=True)}
         self.states = read_states(run.wrangler, later, readers=locked)
 
@@ -89,6 +96,14 @@ class RollbackChange(Change):
                     f"`d1ops rollback {env_name} --to {self._to_name(applied, names)}`."
                 )
         self.undos = [self._undo(run, name) for name in reversed(names)]
+        if self.unchecked:
+            shown = ", ".join(self.unchecked)
+            run.report.warnings.append(
+                f"the reverse-order gate did not check {shown}: remote, and this machine has {NO_CREDENTIALS}. "
+                f"{self.env.name} is local, so the rollback went on; if {shown} still "
+                f"{'has' if len(self.unchecked) == 1 else 'have'} {', '.join(names)}, roll back there first (with "
+                f"credentials: `d1ops rollback {self.unchecked[-1]} --to {self._to_name(applied, names)}`)."
+            )
         return True
 
     def _targets(self, applied: list[str]) -> list[str]:

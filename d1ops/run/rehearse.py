@@ -17,6 +17,8 @@ from typing import Any
 from d1ops.backups.scratch import ScratchD1
 from d1ops.backups.take import export_database
 from d1ops.changes.migrate import plan_migrations
+from d1ops.errors import D1OpsError
+from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.project.project import Project
 from d1ops.run.replay import Rehearsed, copy_from_dump, rehearse_on
 from d1ops.run.tracking import read_state
@@ -40,6 +42,11 @@ class Rehearsal:
 def rehearse(project: Project, env_name: str, *, only: set[str] | None = None) -> Rehearsal:
     """Rehearse ENV's pending migrations (or those in `only`, for promote) on a scratch copy of its data."""
     env = project.config.env(env_name)
+    if env.is_remote and not credentials_source():
+        raise D1OpsError(
+            f"`d1ops rehearse {env.name}` copies {env.name}'s data first: it is remote, and this machine has "
+            f"{NO_CREDENTIALS}. Nothing was read."
+        )
     start = project.wrangler.processes
     migrations = project.migrations()
     migrations.raise_for_errors()

@@ -34,6 +34,7 @@ from d1ops.errors import (
     LockHeld,
     OutcomeUnknown,
     WranglerError,
+    WranglerNotFound,
     unexpected_stop,
     where_raised,
 )
@@ -131,6 +132,13 @@ class Run:
             self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
         except LockHeld:
             self.locked = False  # the call answered: another run holds the lease, there is nothing of ours to release
+            raise
+        except WranglerError as exc:
+            if not isinstance(exc, OutcomeUnknown) and exc.wrangler_exit_code != 0:
+                self.locked = False  # refused as a whole (one atomic batch), or never started: no lock was taken
+            raise
+        except WranglerNotFound:
+            self.locked = False
             raise
         self.schema = schema or self.schema
         if self.state.taken_over:
