@@ -48,6 +48,8 @@ def test_backup_one_table_writes_a_verified_private_backup(proj: Proj) -> None:
     assert manifest["started_at"] <= manifest["finished_at"]
     assert manifest["files"][0]["name"] == "dump.sql" and manifest["files"][0]["size"] > 0
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700  # backups/dev/, as the README says
+    assert stat.S_IMODE(folder.parent.parent.stat().st_mode) == 0o700  # backups/
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
     assert 'INSERT INTO "users"' in (folder / "dump.sql").read_text()
 

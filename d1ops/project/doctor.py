@@ -15,6 +15,7 @@ from d1ops.project.config import Config, find_config_path, load_configs
 from d1ops.project.credentials import credentials_source
 from d1ops.project.migrations import discover_migrations
 from d1ops.run.tracking import read_state
+from d1ops.support.files import private_parents
 from d1ops.wrangler.config import PLACEHOLDER_ID
 from d1ops.wrangler.runner import Runner, Wrangler, find_wrangler
 
@@ -161,7 +162,7 @@ def _check_migrations(config: Config, checks: list[Check]) -> None:
 def _check_backups_dir(config: Config, checks: list[Check]) -> None:
     folder = config.backups_dir
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_parents(folder)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
             pass
     except OSError as exc:

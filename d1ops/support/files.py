@@ -31,15 +31,31 @@ def unique_stamp() -> str:
     return f"{utc_stamp()}-{uuid.uuid4().hex[:6]}"
 
 
+def private_parents(path: Path) -> None:
+    """Create the folders up to `path`, each missing one 0700 (`mkdir(parents=True)` gives the missing parents the
+    default mode, 0755: backups/ and backups/<env>/ were world-readable)."""
+    missing = []
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile (another run, a thread)
+            continue
+        os.chmod(folder, 0o700)
+
+
 def make_private_dir(path: Path, *, exist_ok: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_parents(path.parent)
     path.mkdir(mode=0o700, exist_ok=exist_ok)
     os.chmod(path, 0o700)
 
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` (0600) through a temporary name: `path` is either old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_parents(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
