@@ -304,12 +304,12 @@ def render_run(report: pipeline.RunReport) -> None:
     if report.migrations:
         timings = {m.timing for m in report.migrations if m.timing}
         ms = "MS (IN DB)" if timings == {"database"} else "MS (WRANGLER CALL)" if timings == {"process"} else "MS"
-        say(
-            table(
-                ["MIGRATION", "RESULT", ms],
-                [[m.name, m.result, m.duration_ms] for m in report.migrations],
-            )
-        )
+        if any(m.duration_ms is not None for m in report.migrations):
+            say(table(["MIGRATION", "RESULT", ms], [[m.name, m.result, m.duration_ms] for m in report.migrations]))
+        else:  # remote: one import for the whole batch, and D1 reports no time per migration
+            say(table(["MIGRATION", "RESULT"], [[m.name, m.result] for m in report.migrations]))
+            if report.target == "remote":
+                say("(One import for all of them: D1 reports no time per migration.)")
         applied = sum(1 for m in report.migrations if m.result == "applied")
         say(f"Applied {applied} migration(s) to {report.env} ({report.wrangler_processes} wrangler processes).")
 
