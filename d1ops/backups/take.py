@@ -21,7 +21,7 @@ from d1ops.backups.catalog import write_manifest
 from d1ops.project.config import Environment
 from d1ops.backups.dumpfile import SCHEMA_FILE, SQL_DUMP, complete_from_schema, dump_sqlite, load_dump, write_table_json
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
-from d1ops.support.files import make_private_dir, utc_now, utc_stamp
+from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
 from d1ops.sql.schema import (
@@ -97,7 +97,7 @@ def take_backup(
         raise
     if early is None:  # an early export cleaned them before it started
         clean_dead_partials(final.parent)
-    with tempfile.TemporaryDirectory(prefix="d1ops-backup-", ignore_cleanup_errors=True) as tmp:
+    with work_dir("backup") as tmp:
         try:
             make_private_dir(partial, exist_ok=early is not None)
             if early is not None:
@@ -211,21 +211,11 @@ def clean_dead_partials(folder: Path) -> list[Path]:
     removed = []
     for path in folder.glob(".*.partial") if folder.is_dir() else ():
         pid = path.name.rsplit(".", 2)[-2]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, not ours
-    return True
 
 
 def _safe_label(label: str) -> str:

@@ -9,9 +9,7 @@ the export), whatever happens.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from d1ops.backups.scratch import ScratchD1
@@ -23,7 +21,7 @@ from d1ops.project.project import Project
 from d1ops.run.replay import Rehearsed, copy_from_dump, rehearse_on
 from d1ops.run.tracking import read_state
 from d1ops.sql.schema import read_schema
-from d1ops.support.files import utc_now
+from d1ops.support.files import utc_now, work_dir
 
 
 @dataclass
@@ -56,8 +54,7 @@ def rehearse(project: Project, env_name: str, *, only: set[str] | None = None) -
     if not plan.to_apply:
         result.wrangler_processes = project.wrangler.processes - start
         return result
-    with tempfile.TemporaryDirectory(prefix="d1ops-rehearse-") as tmp:
-        work = Path(tmp)
+    with work_dir("rehearse") as work:  # a killed rehearsal's copy is removed by the next run
         dump = work / "export.sql"
         schema = read_schema(project.wrangler, env)
         if schema.tables:  # every object, FTS5 tables and triggers included: a migration may need them
