@@ -252,14 +252,15 @@ def confirm_by_typing(yes: bool) -> pipeline.Confirm:
     def confirm(env: Environment, description: str) -> None:
         if yes:
             return
+        why = f"{env.name} is protected" if env.protected else "This needs confirmation"
         if not sys.stdin.isatty():
             raise GateRefused(
-                f"{env.name} is protected and there is no terminal to confirm on. Review the plan with "
+                f"{why} and there is no terminal to confirm on. Review the plan with "
                 f"--dry-run, then run again with --yes (or D1OPS_YES=1) to confirm."
             )
         progress.clear()
         click.echo(description, err=True)
-        typed = click.prompt(f"{env.name} is protected. Type its name to continue", err=True, default="")
+        typed = click.prompt(f"{why}. Type {env.name} to continue", err=True, default="")
         if typed.strip() != env.name:
             raise GateRefused(f"Confirmation did not match '{env.name}': nothing was changed.")
 
