@@ -115,3 +115,22 @@ def test_ctrl_c_during_the_apply_reads_back_files_the_report_and_exits_130(proj:
     filed = json.loads(Path(report["report_path"]).read_text())
     assert filed["migrations"] == report["migrations"] and filed["exit_code"] == 130
     assert proj.query("SELECT count(*) FROM d1ops_lock") == [(0,)]
+
+
+def test_a_remote_restore_whose_answer_was_lost_prints_the_ways_back(
+    tmp_path: Path,
+    api: CloudflareAPI,  # noqa: F811
+) -> None:
+    proj, _ = staging_project(tmp_path, api, STAGING_ONLY_NO_BACKUP)
+    assert proj.run("migrate", "staging").exit_code == 0
+    backup = proj.run("backup", "--env", "staging", "--json")
+    assert backup.exit_code == 0, output_of(backup)
+    api.server.faults.add("drop-after-import")
+
+    result = proj.run("restore", json.loads(backup.stdout)["path"], "--env", "staging", "--yes")
+
+    assert result.exit_code == 1, output_of(result)
+    said = " ".join(result.stderr.split())
+    assert "The restore of staging did not finish (" in said and "it was not retried" in said
+    assert "To undo it if it was applied: `d1ops restore " in said  # printed, not only in the report
+    assert "(the verified pre-restore backup), or `d1ops restore --bookmark " in said
