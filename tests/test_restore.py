@@ -306,3 +306,26 @@ def test_restore_bookmark_goes_back_in_time_and_clears_the_stale_lock(
     assert report["bookmark"] == bookmark
     assert report["bookmark_before"] in server.bookmarks(uuid)
     assert report["wrangler_processes"] == 3  # lock, time-travel restore, clear the lock
+
+
+def test_an_in_place_restore_says_that_rows_written_after_its_export_stay(
+    proj: Proj, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from d1ops.wrangler.runner import Wrangler
+
+    folder = take_backup(proj, "settings", "--env", "dev")
+    real = Wrangler.execute
+
+    def execute(self: Wrangler, env: Any, **kwargs: Any) -> Any:
+        file = kwargs.get("file")
+        if file is not None and file.name == "restore.sql":  # a live app writes after the pre-restore export
+            real(self, env, command="INSERT INTO settings (key, value) VALUES ('written-meanwhile', 'x')")
+        return real(self, env, **kwargs)
+
+    monkeypatch.setattr(Wrangler, "execute", execute)
+    code, report, stderr = restore(proj, str(folder), "--env", "dev")
+
+    assert code == 0, stderr
+    assert proj.query("SELECT value FROM settings WHERE key = 'written-meanwhile'") == [("x",)]  # it stayed
+    said = [w for w in report["warnings"] if w.startswith("in place, settings got the backup's rows")]
+    assert said and "rows an app wrote after that export were not compared and are still there" in said[0]
