@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 from d1ops.backups.catalog import safety_before
@@ -42,6 +43,40 @@ class Undo:
     name: str  # the migration
     down: str  # its down file's SQL
     checksum: str | None
+
+
+def read_down(path: Path) -> tuple[str | None, str | None]:
+    """A down file's SQL, or (None, why it cannot undo its migration)."""
+    shown = f"{DOWN_DIR}/{path.name}"
+    if not path.is_file():
+        return None, f"it has no down file ({shown})"
+    try:
+        text = path.read_text(encoding="utf-8")
+        statements = split_statements(text)
+    except UnicodeDecodeError as exc:
+        return None, f"its down file {shown} is not UTF-8 (byte {exc.start}); re-save it"
+    except UnfinishedStatement as exc:
+        return None, f"its down file {shown} is unfinished: {exc.message}; close it"
+    first = text.lstrip().splitlines()[:1]
+    if first and first[0].startswith(IRREVERSIBLE):
+        return (
+            None,
+            f"its down file says it is irreversible: {first[0][len(IRREVERSIBLE) :].strip() or 'no reason given'}",
+        )
+    if not statements:
+        return None, f"its down file holds no SQL statement ({shown})"
+    return text, None
+
+
+def unchecked_warning(env: Environment, unchecked: list[str], names: list[str], to: str) -> str:
+    """What the reverse-order gate of a local rollback could not read (remote, no credentials), and what then."""
+    shown = ", ".join(unchecked)
+    return (
+        f"the reverse-order gate did not check {shown}: remote, and this machine has {NO_CREDENTIALS}. "
+        f"{env.name} is local, so the rollback went on; if {shown} still "
+        f"{'has' if len(unchecked) == 1 else 'have'} {', '.join(names)}, roll back there first (with "
+        f"credentials: `d1ops rollback {unchecked[-1]} --to {to}`)."
+    )
 
 
 def rollback_batch(undo: Undo) -> str:
@@ -72,11 +107,9 @@ class RollbackChange(Change):
         """This environment under its lock (with its schema, for a replay), and the ones after it, at once."""
         config = self.project.config
         later = list(config.environments[config.env_names.index(self.env.name) :])
-        # A local rollback on a machine without credentials: the remote ones after it cannot be read. Said, not
-        # fatal (plan() warns what the gate did not check); a remote rollback needs credentials anyway.
-        self.unchecked = [e.name for e in later[1:] if e.is_remote] if not credentials_source() else []
-        if self.env.is_remote:
-            self.unchecked = []
+        # Local, without credentials: the remote ones after it cannot be read; plan() warns what was not checked.
+        unreadable = not self.env.is_remote and not credentials_source()
+        self.unchecked = [e.name for e in later[1:] if e.is_remote and unreadable]
         later = [e for e in later if e.name not in self.unchecked]
         locked = {self.env.name: lambda: run.lock_and_read(with_schema=True)}
         self.states = read_states(run.wrangler, later, readers=locked)
@@ -97,12 +130,8 @@ class RollbackChange(Change):
                 )
         self.undos = [self._undo(run, name) for name in reversed(names)]
         if self.unchecked:
-            shown = ", ".join(self.unchecked)
             run.report.warnings.append(
-                f"the reverse-order gate did not check {shown}: remote, and this machine has {NO_CREDENTIALS}. "
-                f"{self.env.name} is local, so the rollback went on; if {shown} still "
-                f"{'has' if len(self.unchecked) == 1 else 'have'} {', '.join(names)}, roll back there first (with "
-                f"credentials: `d1ops rollback {self.unchecked[-1]} --to {self._to_name(applied, names)}`)."
+                unchecked_warning(self.env, self.unchecked, names, self._to_name(applied, names))
             )
         return True
 
@@ -124,23 +153,9 @@ class RollbackChange(Change):
         return applied[before] if before >= 0 else "<first>"
 
     def _undo(self, run: Run, name: str) -> Undo:
-        path = self.project.config.migrations_dir / DOWN_DIR / name
-        try:
-            text = path.read_text(encoding="utf-8") if path.is_file() else None
-        except UnicodeDecodeError as exc:
-            self._stop(name, f"its down file {DOWN_DIR}/{name} is not UTF-8 (byte {exc.start}); re-save it")
-        first = (text or "").lstrip().splitlines()[:1]
-        if text is not None and first and first[0].startswith(IRREVERSIBLE):
-            reason = first[0][len(IRREVERSIBLE) :].strip() or "no reason given"
-            self._stop(name, f"its down file says it is irreversible: {reason}")
-        try:
-            statements = split_statements(text) if text is not None else []
-        except UnfinishedStatement as exc:
-            self._stop(name, f"its down file {DOWN_DIR}/{name} is unfinished: {exc.message}; close it")
-        if not statements:
-            why = "it has no down file" if text is None else "its down file holds no SQL statement"
-            self._stop(name, f"{why} ({DOWN_DIR}/{name})")
-        assert text is not None
+        text, problem = read_down(self.project.config.migrations_dir / DOWN_DIR / name)
+        if text is None:
+            self._stop(name, problem or "it has no down file")
         return Undo(name, text, self.states[self.env.name].applied[name].checksum)
 
     def _stop(self, name: str, why: str) -> NoReturn:

@@ -133,12 +133,9 @@ class Run:
         except LockHeld:
             self.locked = False  # the call answered: another run holds the lease, there is nothing of ours to release
             raise
-        except WranglerError as exc:
-            if not isinstance(exc, OutcomeUnknown) and exc.wrangler_exit_code != 0:
-                self.locked = False  # refused as a whole (one atomic batch), or never started: no lock was taken
-            raise
-        except WranglerNotFound:
-            self.locked = False
+        except (WranglerError, WranglerNotFound) as exc:  # refused as a whole (one atomic batch), or never started:
+            if not isinstance(exc, OutcomeUnknown) and getattr(exc, "wrangler_exit_code", None) != 0:
+                self.locked = False  # no lock was taken
             raise
         self.schema = schema or self.schema
         if self.state.taken_over:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import math
 import os
 import signal
 import sys
@@ -26,6 +27,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from d1ops.errors import UsageError
 
 SUPERVISOR = 'trap "kill -KILL 0" TERM HUP; "$@" & wait $!'
 SIGNALLED = range(129, 160)  # the supervisor's exit code when wrangler died of signal N: 128 + N
@@ -52,6 +55,8 @@ def supervised(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
     return ["/bin/sh", "-c", SUPERVISOR, "d1ops-wrangler", *argv], die_with_parent
 
 
+DEFAULT_TIMEOUT = 300.0
+TIMEOUT_VAR = "D1OPS_WRANGLER_TIMEOUT"
 _HELD = (signal.SIGINT, signal.SIGTERM)
 _running: set[int] = set()  # process groups of the calls under way
 _running_lock = threading.Lock()
@@ -125,3 +130,20 @@ def _kill_the_rest() -> None:
         _running.clear()
     for pgid in groups:
         kill_group(pgid)
+
+
+def timeout_from_environment() -> float:
+    """D1OPS_WRANGLER_TIMEOUT: seconds, a positive number (default 300)."""
+    text = os.environ.get(TIMEOUT_VAR, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(
+            f"{TIMEOUT_VAR}={text!r} is not a number of seconds: set it to a positive number (e.g. 900), or unset "
+            f"it for the default of {DEFAULT_TIMEOUT:g} s."
+        )
+    return value

@@ -8,7 +8,6 @@ on a prompt), and turns any failure into `WranglerError(argv, exit_code, message
 from __future__ import annotations
 
 import errno
-import math
 import os
 import re
 import tempfile
@@ -22,7 +21,14 @@ import sh
 from d1ops.errors import ContentionError, OutcomeUnknown, UsageError, WranglerError, WranglerNotFound
 from d1ops.project.config import Environment
 from d1ops.support import progress
-from d1ops.wrangler.lifeline import SIGNALLED, Watchdog, interrupts_held, kill_group, supervised
+from d1ops.wrangler.lifeline import (
+    SIGNALLED,
+    Watchdog,
+    interrupts_held,
+    kill_group,
+    supervised,
+    timeout_from_environment,
+)
 from d1ops.wrangler.locate import find_wrangler, version_from_package
 from d1ops.wrangler.output import (
     UNREACHABLE,
@@ -38,8 +44,6 @@ from d1ops.wrangler.output import (
 __all__ = ["Statement", "Wrangler", "find_wrangler", "redact"]
 
 PINNED_MAJOR = 4
-DEFAULT_TIMEOUT = 300.0
-TIMEOUT_VAR = "D1OPS_WRANGLER_TIMEOUT"
 BUSY_RETRIES = 4
 QUIET_ENV = {
     "WRANGLER_SEND_METRICS": "false",
@@ -69,6 +73,16 @@ class _TimedOut(Exception):
     """The call's watchdog killed it."""
 
 
+def _wait(cmd: sh.RunningCommand, watchdog: Watchdog) -> None:
+    """Until the call ends; killed by its watchdog, it timed out."""
+    try:
+        cmd.wait()
+    except sh.ErrorReturnCode:
+        if watchdog.fired:
+            raise _TimedOut from None
+        raise
+
+
 def _shown(argv: list[str], env: dict[str, str], *, cut: int = 160) -> list[str]:
     """The argv as errors show it: `wrangler …`, secrets out, huge arguments cut (-v: whole, to rerun it)."""
     shown = [redact(a, env) for a in ["wrangler", *argv[1:]]]
@@ -87,23 +101,6 @@ def _timeout_message(limit: float, remote: bool, env: dict[str, str]) -> str:
 
 def _decode(data: bytes | str) -> str:
     return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-
-
-def timeout_from_environment() -> float:
-    """D1OPS_WRANGLER_TIMEOUT: seconds, a positive number (default 300)."""
-    text = os.environ.get(TIMEOUT_VAR, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise UsageError(
-            f"{TIMEOUT_VAR}={text!r} is not a number of seconds: set it to a positive number (e.g. 900), or unset "
-            f"it for the default of {DEFAULT_TIMEOUT:g} s."
-        )
-    return value
 
 
 class _Counter:
@@ -196,11 +193,9 @@ class Runner:
         limit = timeout or self.timeout
         options: dict[str, Any] = {"_out": str(out_file)} if out_file else {}
         launch, preexec = supervised(argv)
-        if preexec is not None:
-            options["_preexec_fn"] = preexec
+        options.update({"_preexec_fn": preexec} if preexec is not None else {})
         cmd: sh.RunningCommand | None = None
-        watchdog = Watchdog(limit)
-        status = "not started"
+        watchdog, status = Watchdog(limit), "not started"
         started = progress.wrangler_started(_shown(argv, env, cut=100_000))  # the progress line and -v (progress.py)
         try:
             # Its own process group: a timeout or Ctrl-C kills all of it (node, node, workerd); SIGKILL of d1ops
@@ -221,12 +216,7 @@ class Runner:
                 )
                 watchdog.start(cmd.pid)
             status = "interrupted"
-            try:
-                cmd.wait()
-            except sh.ErrorReturnCode:
-                if watchdog.fired:
-                    raise _TimedOut from None
-                raise
+            _wait(cmd, watchdog)
             status = "exit 0"
         except sh.SignalException as exc:  # killed (OOM killer, an operator): it may have done anything
             status = f"killed by signal {-exc.exit_code}"
