@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Sequence
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PENDING = 3
+EXIT_INTERRUPTED = 130
 
 
 class D1OpsError(Exception):
@@ -82,4 +85,29 @@ class RestoreFailed(D1OpsError):
 class Interrupted(D1OpsError):
     """d1ops was interrupted (Ctrl-C: exit 130; SIGTERM: 143); the message says what was read back."""
 
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED
+
+
+def unexpected_stop(exc: BaseException) -> tuple[int, str, type[D1OpsError]]:
+    """How an unexpected exception stopped a run: its exit code, the words for it, the error to raise. Only
+    Ctrl-C (130) and a signal turned into SystemExit (SIGTERM: 143) are interruptions; anything else is a bug
+    in d1ops, said as one (exit 1), never as an interruption."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "d1ops was interrupted (SIGINT (Ctrl-C))", Interrupted
+    if isinstance(exc, SystemExit):
+        code = exc.code if isinstance(exc.code, int) else EXIT_INTERRUPTED
+        name = "SIGTERM" if code == 143 else f"signal {code - 128}" if 128 < code < 160 else f"exit {code}"
+        return code, f"d1ops was interrupted ({name})", Interrupted
+    if not isinstance(exc, Exception):  # GeneratorExit and the like: the run was stopped from outside
+        return EXIT_INTERRUPTED, f"d1ops was stopped ({type(exc).__name__})", Interrupted
+    return EXIT_FAILED, f"d1ops stopped on an internal error ({type(exc).__name__}: {exc})", D1OpsError
+
+
+def where_raised(exc: BaseException) -> str:
+    """Where a bug raised: the innermost frame of d1ops's own code."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f"{os.sep}d1ops{os.sep}" in f.filename]
+    if not frames:
+        return type(exc).__name__
+    frame = frames[-1]
+    where = frame.filename[frame.filename.rfind(f"{os.sep}d1ops{os.sep}") + 1 :]
+    return f"{type(exc).__name__} at {where}:{frame.lineno}"

@@ -103,3 +103,12 @@ def test_adopt_refuses_names_not_on_disk_and_changes_nothing_on_a_dry_run(histor
     assert result.exit_code == 0, result.output
     assert "Would record 2 migration(s) as applied in staging" in result.output
     assert "staging: 0 applied, 3 pending." in history.run("status", "staging").output
+
+
+def test_adopt_refuses_an_empty_database_without_schema_from_and_says_what_to_do(history: Proj) -> None:
+    for args in ([], ["--dry-run"]):
+        result = history.run("adopt", "dev", "--through", "0003_add_email.sql", *args)
+        assert result.exit_code == 1, result.output
+        assert "dev holds no table: adopt records migrations as applied without running them" in result.output
+        assert "`d1ops adopt dev --through 0003_add_email.sql --schema-from staging`" in " ".join(result.output.split())
+    assert "dev: 0 applied, 3 pending." in history.run("status", "dev").output  # nothing was recorded

@@ -42,12 +42,14 @@ def test_backup_one_table_writes_a_verified_private_backup(proj: Proj) -> None:
     assert manifest["env"] == "dev" and manifest["database"] == "DB" and manifest["target"] == "local"
     assert manifest["tables"] == [{"name": "users", "rows": 4}]  # counted in the dump
     assert manifest["live_rows"] == {"users": 4}  # read with the schema, in the same process: information only
-    assert manifest["migration_head"] is None and manifest["whole_database"] is False
+    assert manifest["migration_head"] == "0002_sample_data.sql" and manifest["whole_database"] is False
     assert manifest["wrangler_version"] == "4.86.0"
     assert manifest["verified"] is True and manifest["verify_level"] == "quick"
     assert manifest["started_at"] <= manifest["finished_at"]
     assert manifest["files"][0]["name"] == "dump.sql" and manifest["files"][0]["size"] > 0
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700  # backups/dev/, as the README says
+    assert stat.S_IMODE(folder.parent.parent.stat().st_mode) == 0o700  # backups/
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
     assert 'INSERT INTO "users"' in (folder / "dump.sql").read_text()
 

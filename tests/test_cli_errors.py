@@ -128,3 +128,15 @@ def test_a_second_ctrl_c_during_the_release_still_says_unlock(proj: Proj, monkey
     filed = json.loads(reports[-1].read_text())
     assert filed["exit_code"] == 130 and any("d1ops unlock dev" in w for w in filed["warnings"])
     assert proj.query("SELECT count(*) FROM d1ops_lock") == [(1,)]  # held, as the message says
+
+
+def test_a_remote_batch_without_times_shows_no_blank_ms_column(capsys: Any) -> None:
+    report = report_with([None, None])
+    report.target = "remote"
+    for outcome in report.migrations:
+        outcome.duration_ms = None
+    render_run(report)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["MIGRATION", "RESULT"]
+    assert lines[2].split() == ["0000_x.sql", "applied"]
+    assert "(One import for all of them: D1 reports no time per migration.)" in lines

@@ -44,6 +44,38 @@ def test_a_gate_that_reads_another_environment_says_which_and_why(remote: Proj) 
     assert f"staging is remote and this machine has {NO_CREDENTIALS}." in result.output
 
 
+def test_without_credentials_a_local_rollback_works_and_says_what_it_did_not_check(remote: Proj) -> None:
+    assert remote.run("migrate", "dev").exit_code == 0
+
+    result = remote.run("rollback", "dev")
+
+    assert result.exit_code == 0, result.output
+    assert "Rolled back 1 migration(s) on dev" in result.stdout
+    assert (
+        f"the reverse-order gate did not check staging, production: remote, and this machine has {NO_CREDENTIALS}. "
+        "dev is local, so the rollback went on; if staging, production still have 0002_sample_data.sql, roll back "
+        "there first (with credentials: `d1ops rollback production --to 0001_initial_schema.sql`)."
+    ) in " ".join(result.stderr.split())
+    assert "CLOUDFLARE_API_TOKEN environment variable for wrangler to work" not in result.output
+    assert remote.query("SELECT name FROM d1_migrations") == [("0001_initial_schema.sql",)]
+
+
+def test_without_credentials_remote_commands_say_so_in_d1ops_words(remote: Proj) -> None:
+    rehearse = remote.run("rehearse", "staging")
+    assert rehearse.exit_code == 1
+    said = f"`d1ops rehearse staging` copies staging's data first: it is remote, and this machine has {NO_CREDENTIALS}"
+    assert said in " ".join(rehearse.stderr.split())
+
+    rollback = remote.run("rollback", "staging")  # a remote rollback: wrangler is asked, and its refusal explained
+    assert rollback.exit_code == 1
+    assert (
+        "wrangler has no Cloudflare credentials for the remote database on this machine. Set CLOUDFLARE_API_TOKEN"
+        in (rollback.stderr)
+    )
+    assert "for wrangler to work. Please go to" not in rollback.output
+    assert "d1ops unlock" not in rollback.output  # the refused lock call took no lock
+
+
 def test_doctor_passes_warns_without_credentials_and_flags_a_stale_lock(remote: Proj) -> None:
     result = remote.run("doctor")
     assert result.exit_code == 0, result.output
@@ -83,3 +115,23 @@ def test_doctor_fails_on_a_broken_config(tmp_path: Path) -> None:
     result = proj.run("doctor")
     assert result.exit_code == 1
     assert "FAIL  config" in result.output and "database 'DBX' has no d1_databases entry" in result.output
+    assert "→ fix what it names, then run `d1ops doctor` again" in result.output  # not init: it exists
+
+
+def test_doctor_names_the_folders_where_they_are(tmp_path: Path) -> None:
+    """migrations_dir in a subfolder, the wrangler config in another: wrangler keeps local state beside it."""
+    proj = make_project(tmp_path / "p")
+    (proj.root / "worker").mkdir()
+    (proj.root / "wrangler.toml").rename(proj.root / "worker" / "wrangler.toml")
+    (proj.root / "db").mkdir()
+    (proj.root / "migrations").rename(proj.root / "db" / "migrations")
+    text = THREE_LOCAL_ENVIRONMENTS.replace("migrations_dir: migrations", "migrations_dir: db/migrations")
+    proj.config.write_text(text.replace("wrangler_config: wrangler.toml", "wrangler_config: worker/wrangler.toml"))
+    assert proj.run("migrate", "dev").exit_code == 0
+
+    result = proj.run("doctor")
+
+    lines = [" ".join(line.split()) for line in result.output.splitlines()]
+    assert "OK migrations 2 file(s) in db/migrations/" in lines
+    assert "OK local state worker/.wrangler/state/v3/d1/ present (dev, staging, production)" in lines
+    assert "OK lock dev no lock held" in lines  # read, as the local state is found

@@ -196,3 +196,82 @@ def test_baseline_and_duplicate_errors_suggest_the_fix(tmp_path: Path) -> None:
     duplicate = [f for f in discover_migrations(folder).errors if f.file == "0002_b.sql"]
     assert "do not rename them (wrangler tracks them by name): set `baseline: 0002_b.sql`" in duplicate[0].message
     assert not discover_migrations(folder, "0002_b.sql").errors
+
+
+TOML_ANALYTICS_NOT_IN_STAGING = """\
+name = "blog"
+compatibility_date = "2025-01-01"
+
+[[d1_databases]]
+binding = "DB"
+database_name = "blog-content"
+database_id = "d4d4d4d4-0000-4000-8000-00000000d001"
+
+[[d1_databases]]
+binding = "ANALYTICS"
+database_name = "blog-analytics"
+database_id = "d4d4d4d4-0000-4000-8000-00000000d002"
+migrations_dir = "analytics-migrations"
+
+[env.staging]
+[[env.staging.d1_databases]]
+binding = "DB"
+database_name = "blog-content-staging"
+database_id = "d4d4d4d4-0000-4000-8000-00000000d003"
+
+[env.production]
+[[env.production.d1_databases]]
+binding = "DB"
+database_name = "blog-content-production"
+database_id = "d4d4d4d4-0000-4000-8000-00000000d004"
+[[env.production.d1_databases]]
+binding = "ANALYTICS"
+database_name = "blog-analytics-production"
+database_id = "d4d4d4d4-0000-4000-8000-00000000d005"
+"""
+
+
+def test_init_refuses_a_binding_missing_from_one_env_and_says_what_to_add(tmp_path: Path) -> None:
+    proj = _project(tmp_path / "blog", "wrangler.toml", TOML_ANALYTICS_NOT_IN_STAGING, analytics=True)
+
+    code, out = _run(proj.root, "init")
+
+    assert code == 2, out
+    assert "lacks a d1_databases entry d1ops needs: ANALYTICS in [env.staging]" in out
+    assert "nothing was written" in out
+    snippet = '[[env.staging.d1_databases]]\nbinding = "ANALYTICS"\ndatabase_name = "<name>"\n'
+    assert snippet in out and "then run `d1ops init` again" in out
+    assert not proj.config.exists()
+
+    added = (
+        snippet.replace("<name>", "blog-analytics-staging") + 'database_id = "d4d4d4d4-0000-4000-8000-00000000d006"\n'
+    )
+    with (proj.root / "wrangler.toml").open("a", encoding="utf-8") as handle:
+        handle.write(added)
+    code, out = _run(proj.root, "init")
+    assert code == 0, out
+    code, out = _run(proj.root, "migrate", "dev")  # the written config loads, and real wrangler applies it
+    assert code == 0, out
+    assert "Applied 2 migration(s) to dev" in out and "Applied 1 migration(s) to dev" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "sign"),
+    [
+        (
+            (
+                'compatibility_date = "2025-01-01"',
+                'compatibility_date = "2025-01-01"\n[vars]\nENVIRONMENT = "production"',
+            ),
+            'vars ENVIRONMENT = "production"',
+        ),
+        (('name = "blog"', 'name = "blog-production"'), 'worker name "blog-production"'),
+    ],
+)
+def test_init_flags_a_top_level_whose_vars_or_worker_name_say_production(
+    tmp_path: Path, change: tuple[str, str], sign: str
+) -> None:
+    text = TOML_TWO_BINDINGS.split('[[d1_databases]]\nbinding = "ANA')[0].replace(*change, 1)
+    proj = _project(tmp_path / "blog", "wrangler.toml", text)
+    result = init_project(proj.root)
+    assert any(f"looks like production ({sign})" in n and "--top-level production" in n for n in result.notes)

@@ -90,9 +90,16 @@ def test_a_live_lease_of_a_killed_run_refuses_until_unlocked(proj: Proj) -> None
     assert " ago); its lease expires at " in refused.stderr and "`d1ops unlock dev`" in refused.stderr
     assert times_applied(proj) == 0
 
-    unlocked = proj.run("unlock", "dev")
+    asked = proj.run("unlock", "dev")  # a live lease: shown with its holder and age, and asked (no terminal here)
+    assert asked.exit_code == 1
+    said = " ".join(asked.stderr.split())
+    assert f"The lock on dev is held by {holder} since " in said and " ago), and its lease is live (until " in said
+    assert "that run may still be going" in said and "there is no terminal to confirm on" in said
+    assert proj.query("SELECT owner FROM d1ops_lock") == [(holder,)]
+
+    unlocked = proj.run("unlock", "dev", "--yes")
     assert unlocked.exit_code == 0, unlocked.output
-    assert holder in unlocked.stdout
+    assert holder in unlocked.stdout and "Its lease was still live." in unlocked.stdout
     again = proj.run("migrate", "dev")
     assert again.exit_code == 0, again.output
     assert times_applied(proj) == 1

@@ -174,7 +174,11 @@ def test_database_migrated_by_wrangler_is_adopted_as_is(empty_proj: Proj) -> Non
 def test_new_creates_next_numbered_file(proj: Proj) -> None:
     result = proj.run("new", "add_tags")
     assert result.exit_code == 0
-    assert result.output == "Created migrations/0003_add_tags.sql\n"
+    assert result.output == (
+        "Created migrations/0003_add_tags.sql (the migration)\n"
+        "Created migrations/down/0003_add_tags.sql (its rollback: write there what undoes it)\n"
+    )
+    assert (proj.migrations / "down" / "0003_add_tags.sql").is_file()
     assert (proj.migrations / "0003_add_tags.sql").read_text().startswith("-- Migration number: 0003")
 
 

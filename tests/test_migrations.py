@@ -110,6 +110,14 @@ def test_non_utf8_file_is_an_error_even_before_baseline(tmp_path: Path) -> None:
     assert "not UTF-8" in found.findings[0].message
 
 
+def test_a_non_utf8_file_after_baseline_gets_only_its_encoding_error(tmp_path: Path) -> None:
+    write(tmp_path, "0001_latin1.sql", data="INSERT INTO t VALUES ('café');".encode("latin-1"))
+    write(tmp_path / "down", "0001_latin1.sql", "DELETE FROM t;")
+    found = discover_migrations(tmp_path)
+    assert [(f.level, f.file) for f in found.findings] == [("error", "0001_latin1.sql")]  # not "holds no SQL"
+    assert "is not UTF-8 (byte 26)" in found.findings[0].message
+
+
 def test_missing_folder_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         discover_migrations(tmp_path / "nope")

@@ -15,7 +15,7 @@ from d1ops.wrangler.runner import Wrangler
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import Proj
 from tests.test_remote import STAGING_ONLY_NO_BACKUP, api, output_of, staging_project  # noqa: F401
-from tests.wrangler_shim import kill, shim_env, start_d1ops, wait_for
+from tests.wrangler_shim import interrupt_and_wait, shim_env, start_d1ops, wait_for
 
 NEW = {
     "0003_tags.sql": "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);\n",
@@ -101,9 +101,9 @@ def test_ctrl_c_during_the_apply_reads_back_files_the_report_and_exits_130(proj:
     process = start_d1ops(["--config", str(proj.config), "migrate", "dev", "--json"], env)
     wait_for(mark, process)
 
-    code, out, err = kill(process, signal.SIGINT)
+    out, err = interrupt_and_wait(process, signal.SIGINT)  # exits, pipes closed, no process of it left
 
-    assert code == 130, err
+    assert process.returncode == 130, err
     report = json.loads(out)
     assert report["exit_code"] == 130
     on_db = applied_names(proj)
@@ -115,3 +115,22 @@ def test_ctrl_c_during_the_apply_reads_back_files_the_report_and_exits_130(proj:
     filed = json.loads(Path(report["report_path"]).read_text())
     assert filed["migrations"] == report["migrations"] and filed["exit_code"] == 130
     assert proj.query("SELECT count(*) FROM d1ops_lock") == [(0,)]
+
+
+def test_a_remote_restore_whose_answer_was_lost_prints_the_ways_back(
+    tmp_path: Path,
+    api: CloudflareAPI,  # noqa: F811
+) -> None:
+    proj, _ = staging_project(tmp_path, api, STAGING_ONLY_NO_BACKUP)
+    assert proj.run("migrate", "staging").exit_code == 0
+    backup = proj.run("backup", "--env", "staging", "--json")
+    assert backup.exit_code == 0, output_of(backup)
+    api.server.faults.add("drop-after-import")
+
+    result = proj.run("restore", json.loads(backup.stdout)["path"], "--env", "staging", "--yes")
+
+    assert result.exit_code == 1, output_of(result)
+    said = " ".join(result.stderr.split())
+    assert "The restore of staging did not finish (" in said and "it was not retried" in said
+    assert "To undo it if it was applied: `d1ops restore " in said  # printed, not only in the report
+    assert "(the verified pre-restore backup), or `d1ops restore --bookmark " in said

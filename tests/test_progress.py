@@ -114,7 +114,7 @@ def test_line_names_the_step_the_wrangler_call_and_the_time(clean: None, monkeyp
     assert progress.render(now + 0.1) is None  # quick steps draw nothing
     started = progress.wrangler_started(["wrangler", "d1", "export", "DB", "--remote"])
     assert progress.render(started + 2.5).startswith("Backing up production: wrangler d1 export  2.")
-    progress.wrangler_finished(["wrangler", "d1", "export"], started)
+    progress.wrangler_finished(["wrangler", "d1", "export"], started, "exit 0")
     assert progress.render(started + 3).startswith("Backing up production  3.")
     progress.finish()
     assert progress.render() is None

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import tempfile
+from pathlib import Path
+
+import pytest
 
 from d1ops.project.project import open_project
 from tests.conftest import Proj
 from tests.test_migrate import wrangler
+from tests.wrangler_shim import kill, shim_env, start_d1ops, wait_for
 
 
 def test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte_identical(proj: Proj) -> None:
@@ -132,3 +138,23 @@ def test_rehearse_of_an_empty_database_applies_every_migration_on_the_copy(proj:
         ("0002_sample_data.sql", "applied"),
     ]
     assert proj.tables("staging") == set()  # only the copy was changed
+
+
+def test_a_killed_rehearsal_leaves_its_copy_only_until_the_next_run(
+    proj: Proj, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env, mark = shim_env(proj.root, "d1 export", "before")
+    process = start_d1ops(["--config", str(proj.config), "rehearse", "dev"], {**env, "TMPDIR": str(temp)})
+    wait_for(mark, process)
+    kill(process, signal.SIGKILL)
+    left = [p.name for p in temp.iterdir()]
+    assert [n for n in left if n.startswith(f"d1ops-rehearse-{process.pid}-")], left  # SIGKILL cleans nothing
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    again = proj.run("rehearse", "dev")
+
+    assert again.exit_code == 0, again.output
+    assert [p.name for p in temp.iterdir()] == []  # the dead run's copy went with this one's

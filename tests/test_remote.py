@@ -319,6 +319,7 @@ def test_wrong_token_is_an_authentication_error_and_nothing_else_is_tried(
     assert "Authentication error [code: 10000]" in result.stderr
     assert "refused the API token. Check CLOUDFLARE_API_TOKEN" in result.stderr
     assert "wrong-token-0123456789abcdef" not in output_of(result)
+    assert "unlock" not in output_of(result)  # the refused lock call took no lock: nothing to release by hand
     # one query (the lock) was refused; nothing after it: no bookmark, export, import, not even a lock release
     assert api_calls(api) == [("POST", "query")]
     assert tables_on_server(api, uuid) == set()

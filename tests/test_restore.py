@@ -325,3 +325,26 @@ def test_restore_refuses_a_manifest_listing_no_files_and_restores_nothing(proj: 
     assert "Nothing was touched." in result.stderr
     assert snapshot(proj, APP_TABLES) == before
     assert sorted(p.name for p in (proj.root / "backups" / "dev").iterdir()) == [folder.name]  # no pre-restore
+
+
+def test_an_in_place_restore_says_that_rows_written_after_its_export_stay(
+    proj: Proj, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from d1ops.wrangler.runner import Wrangler
+
+    folder = take_backup(proj, "settings", "--env", "dev")
+    real = Wrangler.execute
+
+    def execute(self: Wrangler, env: Any, **kwargs: Any) -> Any:
+        file = kwargs.get("file")
+        if file is not None and file.name == "restore.sql":  # a live app writes after the pre-restore export
+            real(self, env, command="INSERT INTO settings (key, value) VALUES ('written-meanwhile', 'x')")
+        return real(self, env, **kwargs)
+
+    monkeypatch.setattr(Wrangler, "execute", execute)
+    code, report, stderr = restore(proj, str(folder), "--env", "dev")
+
+    assert code == 0, stderr
+    assert proj.query("SELECT value FROM settings WHERE key = 'written-meanwhile'") == [("x",)]  # it stayed
+    said = [w for w in report["warnings"] if w.startswith("in place, settings got the backup's rows")]
+    assert said and "rows an app wrote after that export were not compared and are still there" in said[0]

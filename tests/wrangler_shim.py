@@ -56,10 +56,13 @@ def shim_env(folder: Path, match: str, when: str) -> tuple[dict[str, str], Path]
     return env, mark
 
 
+TAG = "D1OPS_TEST_TAG"  # in the environment of d1ops and so of everything it starts: its descendants carry it
+
+
 def start_d1ops(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "d1ops", *args],
-        env=env,
+        env={**env, TAG: f"{os.getpid()}-{time.monotonic_ns()}"},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -103,3 +106,51 @@ def kill(process: subprocess.Popen[str], sig: int = signal.SIGKILL) -> tuple[int
     process.send_signal(sig)
     out, err = process.communicate(timeout=180)
     return process.returncode, out, err
+
+
+def interrupt_and_wait(process: subprocess.Popen[str], sig: int, *, exit_within: float = 120.0) -> tuple[str, str]:
+    """Send `sig`, wait for d1ops to exit (its read-back takes a wrangler call or two), then for its pipes: they
+    must close within seconds of its exit, and nothing it started may be left (every descendant carries its TAG,
+    even one reparented to init)."""
+    tag = _tag_of(process.pid)
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=exit_within)
+    except subprocess.TimeoutExpired:
+        left = survivors(tag)
+        process.kill()
+        raise AssertionError(
+            f"d1ops did not exit within {exit_within:g} s of the signal; its processes: {left}"
+        ) from None
+    out, err = process.communicate(timeout=10)  # the pipes: closed once no process holds them
+    deadline = time.monotonic() + 10
+    while survivors(tag) and time.monotonic() < deadline:  # SIGKILLed ones vanish as their parents reap them
+        time.sleep(0.1)
+    assert survivors(tag) == [], f"processes d1ops started outlived it: {survivors(tag)}"
+    return out, err
+
+
+def _tag_of(pid: int) -> str:
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if item.startswith(TAG.encode() + b"="):
+            return item.split(b"=", 1)[1].decode()
+    raise AssertionError(f"pid {pid} has no {TAG}")
+
+
+def survivors(tag: str) -> list[str]:
+    """Live processes (zombies aside) whose environment holds this d1ops's TAG: it and its descendants."""
+    found = []
+    needle = f"{TAG}={tag}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")[:120]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(f"{proc.name} {command}")
+    return found

@@ -30,7 +30,7 @@ from d1ops.backups.dumpfile import (
     write_table_json,
 )
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
-from d1ops.support.files import make_private_dir, utc_now, utc_stamp
+from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
 from d1ops.sql.schema import (
@@ -44,7 +44,7 @@ from d1ops.sql.schema import (
     schema_from,
 )
 from d1ops.sql.text import StatementTooLarge, ident
-from d1ops.run.tracking import LOCK_TABLE, TRACKING_TABLES
+from d1ops.run.tracking import LOCK_TABLE, TRACKING_TABLES, WRANGLER_TABLE
 from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
 
 FORMATS = ("sql", "json")
@@ -88,8 +88,9 @@ def take_backup(
             pass  # not writable: the steps below say so, in the backup's own words
     try:
         live: dict[str, int] | None = None
-        if schema is None:
-            schema, live = _read_schema_and_counts(project, env, tables)
+        if schema is None:  # a standalone backup: the head is read with the schema too
+            schema, live, read_head = _read_schema_and_counts(project, env, tables)
+            head = head or read_head
         whole = tables is None
         if tables is None:
             selected = [t for t in schema.tables if t != LOCK_TABLE]
@@ -106,7 +107,7 @@ def take_backup(
         raise
     if early is None:  # an early export cleaned them before it started
         clean_dead_partials(final.parent)
-    with tempfile.TemporaryDirectory(prefix="d1ops-backup-", ignore_cleanup_errors=True) as tmp:
+    with work_dir("backup") as tmp:
         try:
             make_private_dir(partial, exist_ok=early is not None)
             if early is not None:
@@ -183,20 +184,26 @@ LIVE_ROWS_READ = (
 )
 
 
+HEAD_READ = f"SELECT name FROM {WRANGLER_TABLE} ORDER BY id DESC LIMIT 1;"
+
+
 def _read_schema_and_counts(
     project: Project, env: Environment, tables: list[str] | None
-) -> tuple[DatabaseSchema, dict[str, int] | None]:
-    """The schema, and the live row counts of named tables read in the same process (no extra cost)."""
-    if not tables:
-        return read_schema(project.wrangler, env), None
-    named = list(dict.fromkeys(tables))
+) -> tuple[DatabaseSchema, dict[str, int] | None, str | None]:
+    """The schema, the newest applied migration (the manifest's migration_head) and the live row counts of named
+    tables, read in one process. A database wrangler never tracked (no d1_migrations), or a name that is no
+    table, fails that read: then the schema alone is read (check_tables says which name)."""
+    named = list(dict.fromkeys(tables or []))
+    counts = f"{count_rows_sql(named)}\n" if named else ""
     try:
-        results = project.wrangler.execute(env, command=f"{count_rows_sql(named)}\n{SCHEMA_READ}")
+        results = project.wrangler.execute(env, command=f"{counts}{HEAD_READ}\n{SCHEMA_READ}")
     except WranglerError as exc:
         if "no such table" not in exc.detail:
             raise
-        return read_schema(project.wrangler, env), None  # a name that is no table: check_tables says which
-    return schema_from(results), counts_from(results[: len(named)], named)
+        return read_schema(project.wrangler, env), None, None
+    rows = results[len(named)].results
+    head = str(rows[0]["name"]) if rows and rows[0].get("name") else None
+    return schema_from(results), counts_from(results[: len(named)], named) if named else None, head
 
 
 def _detail(exc: BaseException, partial: Path) -> str:
@@ -214,21 +221,11 @@ def clean_dead_partials(folder: Path) -> list[Path]:
     removed = []
     for path in folder.glob(".*.partial") if folder.is_dir() else ():
         pid = path.name.rsplit(".", 2)[-2]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, not ours
-    return True
 
 
 def _safe_label(label: str) -> str:

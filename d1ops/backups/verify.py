@@ -25,7 +25,7 @@ from d1ops.support.background import Background
 from d1ops.backups.catalog import checksum_problems, read_manifest, write_manifest
 from d1ops.backups.dumpfile import SQL_DUMP, AbsentParents, backup_parents, dump_sqlite, load_backup, write_compact_dump
 from d1ops.errors import BackupFailed, ContentionError, WranglerError
-from d1ops.support.files import utc_now
+from d1ops.support.files import utc_now, work_dir
 from d1ops.project.project import Project
 from d1ops.backups.scratch import ScratchD1
 from d1ops.sql.text import StatementTooLarge, ident
@@ -169,7 +169,7 @@ def _problem(
             scratch.wait()
         return problem
     progress.step(f"Verifying {folder.name} ({level})")
-    with tempfile.TemporaryDirectory(prefix="d1ops-verify-", ignore_cleanup_errors=True) as tmp:
+    with work_dir("verify") as tmp:
         if level == "full" and scratch is None and manifest.get("format", "sql") == "sql":
             scratch = start_scratch_load(project, folder / SQL_DUMP, Path(tmp), backup_parents(manifest))
         db = loaded or Path(tmp) / "verify.sqlite"

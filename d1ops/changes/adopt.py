@@ -63,9 +63,11 @@ class AdoptChange(Change):
             self.ddl = schema_statements(source)
             if not self.ddl:
                 raise GateRefused(f"--schema-from {self.schema_from.name}: it holds no tables. Nothing was changed.")
-        if run.dry_run and self.schema_from is not None:
+        if run.dry_run:
             run.schema = read_schema(run.wrangler, self.env)
-        run.lock_and_read(with_schema=self.schema_from is not None)  # a dry run only reads
+        run.lock_and_read(
+            with_schema=True
+        )  # the schema in the same call: is there anything to adopt? (a dry run reads)
 
     def plan(self, run: Run) -> bool:
         assert run.state is not None
@@ -74,8 +76,18 @@ class AdoptChange(Change):
         self.record = [m for m in self.files if m.name not in applied and m.name not in skipped]
         run.report.plan = [m.name for m in self.record]
         run.report.skipped = skipped
-        if self.schema_from is not None and run.schema is not None:
-            own = [t for t in run.schema.tables if t not in TRACKING_TABLES]
+        own = [t for t in run.schema.tables if t not in TRACKING_TABLES] if run.schema is not None else None
+        if self.schema_from is None and own == [] and self.record:
+            others = [e.name for e in self.project.config.environments if e.name != self.env.name]
+            source = others[-1] if others else "ENV"
+            raise GateRefused(
+                f"{self.env.name} holds no table: adopt records migrations as applied without running them, so "
+                f"{self.env.name} would be tracked through {self.through} with none of their tables, and the next "
+                f"migrate would fail on the file after it. Nothing was recorded. Either build the schema first from "
+                f"an environment that has it: `d1ops adopt {self.env.name} --through {self.through} --schema-from "
+                f"{source}`, or let migrate run the history from the start: `d1ops migrate {self.env.name}`."
+            )
+        if self.schema_from is not None and own is not None:
             if own:
                 raise GateRefused(
                     f"--schema-from builds the schema into an empty database, and {self.env.name} already has "

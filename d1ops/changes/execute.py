@@ -17,7 +17,7 @@ from d1ops.run.apply import Batch, send_batch
 from d1ops.run.sequence import Change, Confirm, Run, run_change
 from d1ops.run.tracking import CHECKSUM_DDL, LOCK_DDL, WRANGLER_DDL
 from d1ops.sql.readonly import is_read_only, scratch_schema
-from d1ops.sql.text import sql_for_batch
+from d1ops.sql.text import UnfinishedStatement, sql_for_batch
 from d1ops.wrangler.runner import Statement
 
 
@@ -54,11 +54,20 @@ def run_execute(
     env = project.config.env(env_name)
     if file is not None and not file.is_file():
         raise UsageError(f"SQL file {file} does not exist.")
-    sql = file.read_text(encoding="utf-8") if file is not None else (command or "")
+    try:
+        sql = file.read_text(encoding="utf-8") if file is not None else (command or "")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"SQL file {file} is not UTF-8 (byte {exc.start}): re-save it as UTF-8.") from None
     migrations = project.migrations() if project.config.migrations_dir.is_dir() else None
     tracking = [WRANGLER_DDL, CHECKSUM_DDL, LOCK_DDL]
-    schema = scratch_schema([*tracking, *(m.read_sql() for m in (migrations.files if migrations else ()))])
-    if is_read_only(sql, schema):
+    readable = [m.path.read_text(encoding="utf-8", errors="replace") for m in (migrations.files if migrations else ())]
+    schema = scratch_schema([*tracking, *readable])
+    try:
+        read_only = is_read_only(sql, schema)
+    except UnfinishedStatement as exc:
+        where = f"SQL file {file}" if file is not None else "--command"
+        raise UsageError(f"{where}: {exc.message}. Nothing was executed on {env.name}.") from None
+    if read_only:
         result = project.wrangler.execute(env, command=command, file=file)
         return [{"results": s.results, "meta": s.meta} for s in result], True
     change = ExecuteChange(env, sql=sql, from_file=file is not None)

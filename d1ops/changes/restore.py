@@ -97,6 +97,21 @@ class RestoreChange(Change):
                 f"nothing of it was applied, {self.env.name} is as it was.{kept}{hint}"
             ) from exc
 
+    def read_back(self, run: Run, cause: OutcomeUnknown) -> D1OpsError:
+        """The restore's batch did not answer (a dropped connection): say so, with the ways back, not only in the
+        report (the report is where nobody looks in that moment)."""
+        name, result = self.env.name, self.result
+        undo = [f"`d1ops restore {result.pre_restore_backup} --env {name}` (the verified pre-restore backup)"]
+        undo = undo if result.pre_restore_backup else []
+        if result.bookmark_before:
+            undo.append(f"`d1ops restore --bookmark {result.bookmark_before} --env {name}` (Time Travel)")
+        ways = ("\nTo undo it if it was applied: " + ", or ".join(undo) + ".") if undo else ""
+        return RestoreFailed(
+            f"The restore of {name} did not finish ({cause.detail}): whether it was applied is unknown (D1 applies "
+            f"the batch whole or not at all), and it was not retried. Check {name} (`d1ops execute {name} "
+            f"--command ...`, `d1ops status {name}`); `d1ops unlock {name}` if the lock is still held.{ways}"
+        )
+
     def taken(self) -> str:
         when = f" at {self.result.source_taken_at}" if self.result.source_taken_at else ""
         return f" (taken from {self.result.source_env}{when})" if self.result.source_env else ""

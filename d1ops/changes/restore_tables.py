@@ -140,6 +140,13 @@ class TablesRestore(BackupRestore):
 
     def _diff(self, run: Run, current: Path) -> list[TablePlan]:
         plans = plan_tables(self.source_db, current, self.order, self.live, self.fks, run.report.warnings)
+        if run.safety_backup is not None:
+            run.report.warnings.append(
+                f"in place, {', '.join(self.names)} got the backup's rows, compared with {self.env.name} as the "
+                f"pre-restore backup {run.safety_backup.path.name} read it: rows an app wrote after that export "
+                "were not compared and are still there. For an exact restore, stop the writers first, then check "
+                "the counts (`d1ops execute ENV --command 'SELECT count(*) FROM …'`)."
+            )
         self.result.tables = [p.outcome for p in plans]
         self.result.dependents = count_dependents(run, self.source_db, current, plans, self.fks, self.names)
         refuse_changes_outside(self.result, self.env, self.allow_cascade, run)

@@ -15,17 +15,20 @@ from __future__ import annotations
 import difflib
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
 
 from d1ops.backups.catalog import safety_before
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.project.config import Environment
+from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.project.migrations import DOWN_DIR, IRREVERSIBLE
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.sequence import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
 from d1ops.run.tracking import CHECKSUM_TABLE, WRANGLER_TABLE, read_states
-from d1ops.sql.text import quote, split_statements, sql_for_batch
+from d1ops.sql.text import UnfinishedStatement, quote, split_statements, sql_for_batch
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,40 @@ class Undo:
     name: str  # the migration
     down: str  # its down file's SQL
     checksum: str | None
+
+
+def read_down(path: Path) -> tuple[str | None, str | None]:
+    """A down file's SQL, or (None, why it cannot undo its migration)."""
+    shown = f"{DOWN_DIR}/{path.name}"
+    if not path.is_file():
+        return None, f"it has no down file ({shown})"
+    try:
+        text = path.read_text(encoding="utf-8")
+        statements = split_statements(text)
+    except UnicodeDecodeError as exc:
+        return None, f"its down file {shown} is not UTF-8 (byte {exc.start}); re-save it"
+    except UnfinishedStatement as exc:
+        return None, f"its down file {shown} is unfinished: {exc.message}; close it"
+    first = text.lstrip().splitlines()[:1]
+    if first and first[0].startswith(IRREVERSIBLE):
+        return (
+            None,
+            f"its down file says it is irreversible: {first[0][len(IRREVERSIBLE) :].strip() or 'no reason given'}",
+        )
+    if not statements:
+        return None, f"its down file holds no SQL statement ({shown})"
+    return text, None
+
+
+def unchecked_warning(env: Environment, unchecked: list[str], names: list[str], to: str) -> str:
+    """What the reverse-order gate of a local rollback could not read (remote, no credentials), and what then."""
+    shown = ", ".join(unchecked)
+    return (
+        f"the reverse-order gate did not check {shown}: remote, and this machine has {NO_CREDENTIALS}. "
+        f"{env.name} is local, so the rollback went on; if {shown} still "
+        f"{'has' if len(unchecked) == 1 else 'have'} {', '.join(names)}, roll back there first (with "
+        f"credentials: `d1ops rollback {unchecked[-1]} --to {to}`)."
+    )
 
 
 def rollback_batch(undo: Undo) -> str:
@@ -63,6 +100,10 @@ class RollbackChange(Change):
         """This environment under its lock (with its schema, for a replay), and the ones after it, at once."""
         config = self.project.config
         later = list(config.environments[config.env_names.index(self.env.name) :])
+        # Local, without credentials: the remote ones after it cannot be read; plan() warns what was not checked.
+        unreadable = not self.env.is_remote and not credentials_source()
+        self.unchecked = [e.name for e in later[1:] if e.is_remote and unreadable]
+        later = [e for e in later if e.name not in self.unchecked]
         locked = {self.env.name: lambda: run.lock_and_read(with_schema=True)}
         self.states = read_states(run.wrangler, later, readers=locked)
 
@@ -81,6 +122,10 @@ class RollbackChange(Change):
                     f"`d1ops rollback {env_name} --to {self._to_name(applied, names)}`."
                 )
         self.undos = [self._undo(run, name) for name in reversed(names)]
+        if self.unchecked:
+            run.report.warnings.append(
+                unchecked_warning(self.env, self.unchecked, names, self._to_name(applied, names))
+            )
         return True
 
     def _targets(self, applied: list[str]) -> list[str]:
@@ -101,19 +146,12 @@ class RollbackChange(Change):
         return applied[before] if before >= 0 else "<first>"
 
     def _undo(self, run: Run, name: str) -> Undo:
-        path = self.project.config.migrations_dir / DOWN_DIR / name
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-        first = (text or "").lstrip().splitlines()[:1]
-        if text is not None and first and first[0].startswith(IRREVERSIBLE):
-            reason = first[0][len(IRREVERSIBLE) :].strip() or "no reason given"
-            self._stop(name, f"its down file says it is irreversible: {reason}")
-        if text is None or not split_statements(text):
-            why = "it has no down file" if text is None else "its down file holds no SQL statement"
-            self._stop(name, f"{why} ({DOWN_DIR}/{name})")
-        assert text is not None
+        text, problem = read_down(self.project.config.migrations_dir / DOWN_DIR / name)
+        if text is None:
+            self._stop(name, problem or "it has no down file")
         return Undo(name, text, self.states[self.env.name].applied[name].checksum)
 
-    def _stop(self, name: str, why: str) -> None:
+    def _stop(self, name: str, why: str) -> NoReturn:
         found = safety_before(self.project, self.env.name, name)
         if found and found.get("backup"):
             command = f"d1ops restore {found['backup']} --env {self.env.name}"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import click
 
 from d1ops.cli.render import text_table
-from d1ops.errors import D1OpsError, GateRefused, UsageError
+from d1ops.errors import EXIT_INTERRUPTED, D1OpsError, GateRefused, UsageError
 
 # Only what --help, --version and completion need is imported here; the core is imported inside the commands
 # (d1ops --help must start in ≤ 0.10 s over a bare Python: see the start-up row of `make bench`).
@@ -30,8 +30,6 @@ from d1ops.wrangler.output import mask_secrets, redact
 if TYPE_CHECKING:
     from d1ops.project.config import Environment
     from d1ops.run import sequence as pipeline
-
-EXIT_INTERRUPTED = 130  # as pipeline.EXIT_INTERRUPTED, without importing the pipeline
 
 
 class _NeverRaised(Exception):
@@ -254,14 +252,15 @@ def confirm_by_typing(yes: bool) -> pipeline.Confirm:
     def confirm(env: Environment, description: str) -> None:
         if yes:
             return
+        why = f"{env.name} is protected" if env.protected else "This needs confirmation"
         if not sys.stdin.isatty():
             raise GateRefused(
-                f"{env.name} is protected and there is no terminal to confirm on. Review the plan with "
+                f"{why} and there is no terminal to confirm on. Review the plan with "
                 f"--dry-run, then run again with --yes (or D1OPS_YES=1) to confirm."
             )
         progress.clear()
         click.echo(description, err=True)
-        typed = click.prompt(f"{env.name} is protected. Type its name to continue", err=True, default="")
+        typed = click.prompt(f"{why}. Type {env.name} to continue", err=True, default="")
         if typed.strip() != env.name:
             raise GateRefused(f"Confirmation did not match '{env.name}': nothing was changed.")
 
@@ -306,12 +305,12 @@ def render_run(report: pipeline.RunReport) -> None:
     if report.migrations:
         timings = {m.timing for m in report.migrations if m.timing}
         ms = "MS (IN DB)" if timings == {"database"} else "MS (WRANGLER CALL)" if timings == {"process"} else "MS"
-        say(
-            table(
-                ["MIGRATION", "RESULT", ms],
-                [[m.name, m.result, m.duration_ms] for m in report.migrations],
-            )
-        )
+        if any(m.duration_ms is not None for m in report.migrations):
+            say(table(["MIGRATION", "RESULT", ms], [[m.name, m.result, m.duration_ms] for m in report.migrations]))
+        else:  # remote: one import for the whole batch, and D1 reports no time per migration
+            say(table(["MIGRATION", "RESULT"], [[m.name, m.result] for m in report.migrations]))
+            if report.target == "remote":
+                say("(One import for all of them: D1 reports no time per migration.)")
         applied = sum(1 for m in report.migrations if m.result == "applied")
         say(f"Applied {applied} migration(s) to {report.env} ({report.wrangler_processes} wrangler processes).")
 

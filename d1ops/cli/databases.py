@@ -88,7 +88,9 @@ def unlock(project: Project, env: str, yes: bool, as_json: bool) -> None:
     if holder is None:
         say(f"{env} is not locked: nothing to release.")
     else:
-        say(f"Released the lock on {env} (held by {holder} since {since}).")
+        age = report.details.get("held_for")
+        live = " Its lease was still live." if report.details.get("lease_live") else ""
+        say(f"Released the lock on {env} (held by {holder} since {since}{f', {age} ago' if age else ''}).{live}")
 
 
 # -- backups ------------------------------------------------------------------------------------------------------

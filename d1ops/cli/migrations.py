@@ -253,7 +253,9 @@ def new(project: Project, name: str) -> None:
     from d1ops.project import migrations
 
     path = migrations.new_migration(project.config.migrations_dir, name)
-    say(f"Created {path.relative_to(project.config.root)}")
+    down = path.parent / migrations.DOWN_DIR / path.name
+    say(f"Created {path.relative_to(project.config.root)} (the migration)")
+    say(f"Created {down.relative_to(project.config.root)} (its rollback: write there what undoes it)")
 
 
 @cli.command()

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from d1ops.errors import D1OpsError
-from d1ops.project.config import Config, load_configs
+from d1ops.project.config import Config, find_config_path, load_configs
 from d1ops.project.credentials import credentials_source
 from d1ops.project.migrations import discover_migrations
 from d1ops.run.tracking import read_state
+from d1ops.support.files import private_parents
 from d1ops.wrangler.config import PLACEHOLDER_ID
 from d1ops.wrangler.runner import Runner, Wrangler, find_wrangler
 
@@ -51,7 +52,12 @@ def run_doctor(config_path: str | os.PathLike[str] | None = None, cwd: Path | No
     try:
         configs = load_configs(config_path, cwd)
     except D1OpsError as exc:
-        checks.append(Check("config", FAIL, exc.message, "fix environments.yaml (or run `d1ops init`)"))
+        try:
+            find_config_path(config_path, cwd)
+            fix = "fix what it names, then run `d1ops doctor` again"
+        except D1OpsError:
+            fix = "run `d1ops init` (it writes environments.yaml from the wrangler config)"
+        checks.append(Check("config", FAIL, exc.message, fix))
         configs = []
     root = configs[0].root if configs else root
     wrangler = _check_wrangler(root, configs, checks)
@@ -136,7 +142,7 @@ def _check_migrations(config: Config, checks: list[Check]) -> None:
     except D1OpsError as exc:
         checks.append(Check(name, FAIL, exc.message, "fix the folder or environments.yaml"))
         return
-    summary = f"{len(found.files)} file(s) in {config.migrations_dir.name}/"
+    summary = f"{len(found.files)} file(s) in {_shown(config, config.migrations_dir)}/"
     if found.errors:
         first = found.errors[0]
         checks.append(
@@ -156,7 +162,7 @@ def _check_migrations(config: Config, checks: list[Check]) -> None:
 def _check_backups_dir(config: Config, checks: list[Check]) -> None:
     folder = config.backups_dir
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_parents(folder)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
             pass
     except OSError as exc:
@@ -221,18 +227,30 @@ def _check_credentials(configs: list[Config], wrangler: Wrangler | None, checks:
     checks.append(Check("credentials", OK, f"present ({source}), accepted (d1 info of {env.name})"))
 
 
+def local_state(config: Config) -> Path:
+    """Where wrangler keeps the local D1s: beside the wrangler config (not environments.yaml), whatever the cwd."""
+    return config.wrangler_config.parent / LOCAL_STATE
+
+
+def _shown(config: Config, path: Path) -> str:
+    """A folder as the user finds it: relative to the project root (environments.yaml's folder) when inside."""
+    rel = os.path.relpath(path, config.root)
+    return str(path) if rel.startswith("..") else rel
+
+
 def _check_local_state(config: Config, checks: list[Check]) -> None:
     local = [e.name for e in config.environments if not e.is_remote]
     if not local:
         return
-    if (config.root / LOCAL_STATE).is_dir():
-        checks.append(Check("local state", OK, f"{LOCAL_STATE}/ present ({', '.join(local)})"))
+    state = local_state(config)
+    if state.is_dir():
+        checks.append(Check("local state", OK, f"{_shown(config, state)}/ present ({', '.join(local)})"))
     else:
         checks.append(
             Check(
                 "local state",
                 WARN,
-                f"no {LOCAL_STATE}/ yet: {', '.join(local)} not created",
+                f"no {_shown(config, state)}/ yet: {', '.join(local)} not created",
                 f"`d1ops migrate {local[0]}` creates it (or `d1ops adopt {local[0]} ...`)",
             )
         )
@@ -245,7 +263,7 @@ def _check_leases(configs: list[Config], wrangler: Wrangler, checks: list[Check]
         for env in config.environments:
             if env.is_remote and not reachable:
                 continue
-            if not env.is_remote and not (config.root / LOCAL_STATE).is_dir():
+            if not env.is_remote and not local_state(config).is_dir():
                 continue
             label = f"{config.database}/{env.name}" if config.several else env.name
             try:

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from d1ops.errors import ConfigError, UsageError
-from d1ops.project.config import CONFIG_FILE
+from d1ops.project.config import CONFIG_FILE, parse_configs
 from d1ops.project.migrations import DOWN_SUFFIX, wrangler_order
-from d1ops.wrangler.config import D1Entry, d1_entries, find_wrangler_config, read_wrangler_config
+from d1ops.wrangler.config import D1Entry, d1_entries, entry_snippet, find_wrangler_config, read_wrangler_config
 
 DEV_NAMES = ("dev", "development", "local")
 STAGING_NAMES = ("staging", "stage", "preview", "test", "qa")
@@ -66,16 +66,18 @@ def init_project(root: Path, *, force: bool = False, top_level: str | None = Non
         notes.append(
             f"the top level of {wrangler_path.name} has no D1 database: dev uses [env.{base[0].wrangler_env}]."
         )
-    looks_prod = any(_is_production(e.database_name or "") for e in top)
+    looks_prod = _production_sign(wrangler, top) if top else None
     if top_level is None and looks_prod:
         top_level = "dev"
         notes.append(
-            f"the top-level database ({', '.join(str(e.database_name) for e in top)}) looks like production. It "
-            "is dev here with target: local (a local copy, harmless). If production deploys from the top level, "
-            "run `d1ops init --force --top-level production` so it is a protected remote environment too."
+            f"the top level of {wrangler_path.name} looks like production ({looks_prod}). Its database "
+            f"({', '.join(str(e.database_name) for e in top)}) is dev here with target: local (a local copy, "
+            "harmless). If production deploys from the top level, run `d1ops init --force --top-level production` "
+            "so it is a protected remote environment too."
         )
     environments = _environments(root, wrangler_path, base, sections, top_level or "dev", notes)
     databases = _databases(root, base, entries, environments, notes)
+    _refuse_missing_bindings(wrangler_path, entries, databases, environments)
     for e in entries:
         if e.placeholder_id:
             where = f"[env.{e.wrangler_env}]" if e.wrangler_env else "the top level"
@@ -97,6 +99,11 @@ def init_project(root: Path, *, force: bool = False, top_level: str | None = Non
         default_env=environments[0]["name"],
         environments=environments,
     )
+    try:
+        parse_configs(raw, target)  # what every command will load: never write a config they refuse
+    except ConfigError as exc:
+        message = f"d1ops init could not write a config that loads, so nothing was written:\n{exc.message}"
+        raise ConfigError(message) from None
     text = _header(wrangler_path) + yaml.safe_dump(raw, sort_keys=False, width=110)
     target.write_text(text, encoding="utf-8")
     return InitResult(
@@ -111,12 +118,62 @@ def init_project(root: Path, *, force: bool = False, top_level: str | None = Non
 
 
 def top_level_looks_like_production(root: Path) -> str | None:
-    """The top-level database's name when it looks like production (init then asks), else None."""
+    """Why the top level looks like production (init then asks), else None."""
     path = find_wrangler_config(root)
     if path is None:
         return None
-    top = [e for e in d1_entries(read_wrangler_config(path)) if e.wrangler_env is None]
-    return next((str(e.database_name) for e in top if _is_production(e.database_name or "")), None)
+    wrangler = read_wrangler_config(path)
+    top = [e for e in d1_entries(wrangler) if e.wrangler_env is None]
+    return _production_sign(wrangler, top) if top else None
+
+
+ENV_VARS = ("ENVIRONMENT", "ENV", "APP_ENV", "NODE_ENV", "STAGE", "DEPLOY_ENV")
+
+
+def _production_sign(wrangler: dict[str, Any], top: list[D1Entry]) -> str | None:
+    """What makes the top level look like production: its database's name, a var such as ENVIRONMENT =
+    "production", or a worker named …-production. None when nothing does."""
+    for entry in top:
+        if _is_production(entry.database_name or ""):
+            return f"database_name {entry.database_name}"
+    variables = wrangler.get("vars")
+    variables = variables if isinstance(variables, dict) else {}
+    for key in ENV_VARS:
+        value = variables.get(key)
+        if isinstance(value, str) and value.lower() in PRODUCTION_NAMES:
+            return f'vars {key} = "{value}"'
+    name = wrangler.get("name")
+    if isinstance(name, str) and re.search(r"(^|[-_.])(production|prod|live)$", name, re.IGNORECASE):
+        return f'worker name "{name}"'
+    return None
+
+
+def _refuse_missing_bindings(
+    wrangler_path: Path, entries: list[D1Entry], databases: list[dict[str, Any]], envs: list[dict[str, Any]]
+) -> None:
+    """Every environment's section must hold every database's binding (wrangler does not inherit d1_databases
+    into [env.X]): else refuse, with the entries to add to the wrangler config."""
+    missing: list[tuple[str, str]] = []
+    for item in databases:
+        for env in envs:
+            section = env.get("wrangler_env")
+            if section is None:
+                continue
+            binding = (item.get("environments") or {}).get(env["name"], {}).get("binding") or env.get("database")
+            binding = binding or item["binding"]
+            here = [e for e in entries if e.wrangler_env == section]
+            if not any(binding in (e.binding, e.database_name) for e in here):
+                missing.append((section, binding))
+    if not missing:
+        return
+    named = "; ".join(f"{binding} in [env.{section}]" for section, binding in missing)
+    snippets = "\n".join(entry_snippet(wrangler_path, section, binding) for section, binding in missing)
+    raise ConfigError(
+        f"{wrangler_path.name} lacks a d1_databases entry d1ops needs: {named}. wrangler does not inherit "
+        f"d1_databases into [env.X] (remotely it would look the binding up as a database name), so no config "
+        f"written from it would load; nothing was written. Add to {wrangler_path.name} (the database that "
+        f"environment uses; `wrangler d1 create <name>` prints its id):\n{snippets}\nthen run `d1ops init` again."
+    )
 
 
 def _header(wrangler_path: Path) -> str:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from d1ops.errors import ConfigError, UsageError
-from d1ops.sql.text import split_statements
+from d1ops.sql.text import UnfinishedStatement, split_statements
 
 DOWN_SUFFIX = ".down.sql"
 IRREVERSIBLE = "-- d1ops: irreversible"
@@ -174,9 +174,12 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
     judged = files[names.index(baseline) + 1 :] if baseline else files
     findings.extend(_judge_names(judged, files[: len(files) - len(judged)]))
     for m in judged:
-        text = _text_or_empty(m.path)
-        findings.extend(Finding("error", m.name, problem) for problem in lint_sql(text))
-        if not split_statements(text):
+        text = _text_or_none(m.path)
+        if text is None:
+            continue  # not UTF-8: reported above, and nothing in it can be judged
+        problems = lint_sql(text)
+        findings.extend(Finding("error", m.name, problem) for problem in problems)
+        if not problems and not split_statements(text):
             findings.append(Finding("warning", m.name, "holds no SQL statement: is it finished?"))
         if m.down_path is None:
             findings.append(
@@ -193,17 +196,22 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
 _TRANSACTION = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
 
 
-def _text_or_empty(path: Path) -> str:
+def _text_or_none(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return ""  # already reported
+        return None  # already reported
 
 
 def lint_sql(sql: str) -> list[str]:
-    """What in a migration works on the local D1 but fails on a remote one."""
+    """What in a migration fails in D1 (an unfinished statement), or works on the local D1 but fails on a remote
+    one (a transaction statement)."""
     problems = []
-    for statement in split_statements(sql):
+    try:
+        statements = split_statements(sql)
+    except UnfinishedStatement as exc:
+        return [f"{exc.message}: D1 would refuse the file. Close it (or finish the statement)."]
+    for statement in statements:
         match = _TRANSACTION.match(statement)
         if match:
             problems.append(

@@ -9,19 +9,19 @@ the export), whatever happens.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from d1ops.backups.scratch import ScratchD1
 from d1ops.backups.take import export_database
 from d1ops.changes.migrate import plan_migrations
+from d1ops.errors import D1OpsError
+from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.project.project import Project
 from d1ops.run.replay import Rehearsed, copy_from_dump, rehearse_on
 from d1ops.run.tracking import read_state
 from d1ops.sql.schema import read_schema
-from d1ops.support.files import utc_now
+from d1ops.support.files import utc_now, work_dir
 
 
 @dataclass
@@ -40,6 +40,11 @@ class Rehearsal:
 def rehearse(project: Project, env_name: str, *, only: set[str] | None = None) -> Rehearsal:
     """Rehearse ENV's pending migrations (or those in `only`, for promote) on a scratch copy of its data."""
     env = project.config.env(env_name)
+    if env.is_remote and not credentials_source():
+        raise D1OpsError(
+            f"`d1ops rehearse {env.name}` copies {env.name}'s data first: it is remote, and this machine has "
+            f"{NO_CREDENTIALS}. Nothing was read."
+        )
     start = project.wrangler.processes
     migrations = project.migrations()
     migrations.raise_for_errors()
@@ -49,8 +54,7 @@ def rehearse(project: Project, env_name: str, *, only: set[str] | None = None) -
     if not plan.to_apply:
         result.wrangler_processes = project.wrangler.processes - start
         return result
-    with tempfile.TemporaryDirectory(prefix="d1ops-rehearse-") as tmp:
-        work = Path(tmp)
+    with work_dir("rehearse") as work:  # a killed rehearsal's copy is removed by the next run
         dump = work / "export.sql"
         schema = read_schema(project.wrangler, env)
         if schema.tables:  # every object, FTS5 tables and triggers included: a migration may need them

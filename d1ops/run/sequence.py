@@ -26,7 +26,18 @@ from d1ops import __version__
 from d1ops.backups.catalog import REPORTS
 from d1ops.backups.take import bookmark_restore_command, take_backup
 from d1ops.backups.verify import BackupResult
-from d1ops.errors import BackupFailed, D1OpsError, GateRefused, Interrupted, LockHeld, OutcomeUnknown, WranglerError
+from d1ops.errors import (
+    BackupFailed,
+    D1OpsError,
+    GateRefused,
+    Interrupted,
+    LockHeld,
+    OutcomeUnknown,
+    WranglerError,
+    WranglerNotFound,
+    unexpected_stop,
+    where_raised,
+)
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
 from d1ops.run.tracking import EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
@@ -38,8 +49,6 @@ from d1ops.wrangler.runner import redact
 
 Confirm = Callable[[Environment, str], None]
 """Called before a protected environment is changed, with a description of the change; raises to refuse."""
-
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -123,6 +132,10 @@ class Run:
             self.state, schema = lock_and_read_state(self.wrangler, env, self.owner, files, with_schema=with_schema)
         except LockHeld:
             self.locked = False  # the call answered: another run holds the lease, there is nothing of ours to release
+            raise
+        except (WranglerError, WranglerNotFound) as exc:  # refused as a whole (one atomic batch), or never started:
+            if not isinstance(exc, OutcomeUnknown) and getattr(exc, "wrangler_exit_code", None) != 0:
+                self.locked = False  # no lock was taken
             raise
         self.schema = schema or self.schema
         if self.state.taken_over:
@@ -254,7 +267,7 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
     except D1OpsError as exc:
         advice = run.release_quietly()
         raise failed(project, report, start, exc, advice) from exc
-    except BaseException as exc:  # Ctrl-C, SIGTERM: read back what the apply did, release, file what is known
+    except BaseException as exc:  # Ctrl-C, SIGTERM, or a bug: read back what the apply did, release, file it
         raise interrupted(project, change, run, start, exc, applying=applying, applied=applied) from exc
 
 
@@ -265,20 +278,14 @@ def interrupted(
     the state is read back so the report says exactly what is applied; a second Ctrl-C skips the read-back
     (outcomes stay "unknown") but never the report, nor the advice to unlock."""
     report, env = run.report, run.env
-    code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else EXIT_INTERRUPTED
-    signal_name = "SIGTERM" if isinstance(exc, SystemExit) else "SIGINT (Ctrl-C)"
-    error: D1OpsError = Interrupted(
-        f"d1ops was interrupted ({signal_name}) before {change.command} on {env.name} changed anything. "
-        f"{change.untouched()}"
-    )
+    code, stopped, kind = unexpected_stop(exc)
+    error: D1OpsError = kind(f"{stopped} before {change.command} on {env.name} changed anything. {change.untouched()}")
     if applied:
-        error = Interrupted(
-            f"d1ops was interrupted ({signal_name}) after {change.command} on {env.name} was applied: the report "
-            "shows what was done."
-        )
+        error = kind(f"{stopped} after {change.command} on {env.name} was applied: the report shows what was done.")
     elif applying:
         run.locked = False  # the apply call releases the lock itself, if it ran at all: see the read-back
-        cause = OutcomeUnknown(["wrangler"], None, f"d1ops was interrupted ({signal_name}) and stopped wrangler")
+        detail = f"{stopped} and stopped wrangler" if kind is Interrupted else stopped
+        cause = OutcomeUnknown(["wrangler"], None, detail)
         try:
             error = change.read_back(run, cause)
         except BaseException:  # noqa: BLE001 - a second Ctrl-C: say that the outcome is unknown
@@ -291,8 +298,11 @@ def interrupted(
                 f"`d1ops unlock {env.name}` if the lock is still held."
             )
     error.exit_code = code
+    if kind is not Interrupted:
+        error.message += f"\nThis is a bug in d1ops: please report it with the run report ({where_raised(exc)})."
     advice = run.release_quietly()
-    report.warnings.append("the run was interrupted; the report shows what was read back when it stopped")
+    what = "was interrupted" if kind is Interrupted else "stopped on an internal error (a bug in d1ops)"
+    report.warnings.append(f"the run {what}; the report shows what was read back when it stopped")
     return failed(project, report, start, error, advice)
 
 

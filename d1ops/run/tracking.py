@@ -129,6 +129,12 @@ class EnvState:
         """How long the lock has been held, e.g. '2 h 05 min' ('' if unknown)."""
         return _age(self.lock_acquired_at)
 
+    def lease_live(self) -> bool:
+        """The lock's lease has not expired yet: its run may still be going. (A lock taken before leases existed
+        has no expiry: whether it is live cannot be told.)"""
+        until = _parse_utc(self.lock_expires_at)
+        return self.lock_owner is not None and until is not None and until > datetime.now(UTC)
+
 
 def _parse_utc(text: str | None) -> datetime | None:
     if not text:

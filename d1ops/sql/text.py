@@ -141,8 +141,55 @@ def iter_statements(chunks: Iterable[str]) -> Iterator[str]:
     rest = scanner.rest()
     if strip_comments(rest):
         if not sqlite3.complete_statement(rest + "\n;"):
-            raise ValueError("the SQL ends in the middle of a statement (truncated?)")
+            raise UnfinishedStatement.of(rest)
         yield rest + ("\n;" if scanner.state == "\n" else ";")
+
+
+_OPENERS = {"'": "a string literal (')", '"': 'a quoted name (")', "`": "a quoted name (`)", "[": "a quoted name ([)"}
+_OPENERS["/*"] = "a comment (/*)"
+
+
+class UnfinishedStatement(D1OpsError, ValueError):
+    """The SQL ends in the middle of a statement: a quote or comment never closed, or a statement SQLite cannot
+    complete (a CREATE TRIGGER without END). `line` is counted from the start of the text given to
+    split_statements (1-based); a ValueError too, for the callers that read dumps."""
+
+    def __init__(self, what: str, rest: str, offset: int, line: int | None = None) -> None:
+        self.what, self.rest, self.offset = what, rest, offset
+        self.line = line if line is not None else rest[:offset].count("\n") + 1
+        super().__init__(
+            f"line {self.line}: {what} opened here is never closed, so the SQL ends in the middle of a statement"
+            if what
+            else f"line {self.line}: the statement that starts here is unfinished (a CREATE TRIGGER without END?)"
+        )
+
+    @classmethod
+    def of(cls, rest: str) -> UnfinishedStatement:
+        """What is left open in `rest` (the text after the last complete statement), and where."""
+        i, state, opened = 0, "", 0
+        while i < len(rest):
+            if state == "":
+                match = _INTERESTING.search(rest, i)
+                if match is None:
+                    break
+                token, i = match.group(), match.end()
+                if token != ";":
+                    state, opened = _CLOSERS[token], match.start()
+            else:
+                end = rest.find(state, i)
+                if end < 0:
+                    break
+                state, i = "", end + len(state)
+        if state and state != "\n":
+            token = next(t for t, closer in _CLOSERS.items() if closer == state)
+            return cls(_OPENERS[token], rest, opened)
+        start = len(rest) - len(rest.lstrip())
+        return cls("", rest, start)
+
+    def in_text(self, text: str) -> UnfinishedStatement:
+        """The same error, its line counted in the whole `text` whose tail is `rest`."""
+        before = text[: len(text) - len(self.rest)].count("\n")
+        return UnfinishedStatement(self.what, self.rest, self.offset, before + self.rest[: self.offset].count("\n") + 1)
 
 
 def strip_comments(statement: str) -> str:
@@ -158,8 +205,13 @@ def strip_comments(statement: str) -> str:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Complete statements of a text, each without its leading comments and blank lines."""
-    return [s for s in (strip_comments(st) for st in iter_statements([sql])) if s and s != ";"]
+    """Complete statements of a text, each without its leading comments and blank lines.
+
+    A text that ends in the middle of a statement raises UnfinishedStatement, which names the line."""
+    try:
+        return [s for s in (strip_comments(st) for st in iter_statements([sql])) if s and s != ";"]
+    except UnfinishedStatement as exc:
+        raise exc.in_text(sql) from None
 
 
 def sql_for_batch(sql: str) -> str:

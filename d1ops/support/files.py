@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,15 +36,31 @@ def unique_stamp() -> str:
     return f"{utc_stamp()}-{uuid.uuid4().hex[:6]}"
 
 
+def private_parents(path: Path) -> None:
+    """Create the folders up to `path`, each missing one 0700 (`mkdir(parents=True)` gives the missing parents the
+    default mode, 0755: backups/ and backups/<env>/ were world-readable)."""
+    missing = []
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile (another run, a thread)
+            continue
+        os.chmod(folder, 0o700)
+
+
 def make_private_dir(path: Path, *, exist_ok: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_parents(path.parent)
     path.mkdir(mode=0o700, exist_ok=exist_ok)
     os.chmod(path, 0o700)
 
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` (0600) through a temporary name: `path` is either old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_parents(path.parent)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -55,3 +76,46 @@ def write_private(path: Path, text: str) -> None:
 
 def write_private_json(path: Path, data: Any) -> None:
     write_private(path, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours
+    return True
+
+
+_WORK_DIR = re.compile(r"^d1ops-[a-z]+-(\d+)-")
+
+
+@contextmanager
+def work_dir(kind: str) -> Iterator[Path]:
+    """A temporary folder for one step (`d1ops-<kind>-<pid>-…` in the system's temp folder), removed after it.
+    A SIGKILLed d1ops removes nothing (a rehearsal's copy of the data: tens of MB), so the folders of dead d1ops
+    processes are removed first, as dead `.partial` backup folders are."""
+    clean_dead_work_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"d1ops-{kind}-{os.getpid()}-", ignore_cleanup_errors=True) as tmp:
+        yield Path(tmp)
+
+
+def clean_dead_work_dirs(folder: Path | None = None) -> list[Path]:
+    """Remove this user's d1ops work folders whose process (the pid in the name) is gone."""
+    removed: list[Path] = []
+    root = folder or Path(tempfile.gettempdir())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        match = _WORK_DIR.match(path.name)
+        try:
+            if not match or pid_alive(int(match.group(1))) or path.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed

@@ -100,16 +100,14 @@ def wrangler_started(argv: list[str]) -> float:
     return started
 
 
-def wrangler_finished(argv: list[str], started: float) -> None:
-    """The process ended (called from a `finally`: the exception on its way out, if any, says how)."""
-    failed = sys.exc_info()[1]
-    exit_code = getattr(failed, "wrangler_exit_code", None) if failed else 0
+def wrangler_finished(argv: list[str], started: float, status: str) -> None:
+    """The process ended; `status` says how ("exit 0", "exit 1", "timed out after 300 s", "killed by signal 9",
+    "interrupted", "not started")."""
     with _lock:
         _calls.pop(threading.get_ident(), None)
         if settings.verbose and not settings.quiet:
             clear()
-            code = "killed, timed out or not started" if exit_code is None else f"exit {exit_code}"
-            sys.stderr.write(f"$ {shlex.join(argv)}  # {time.monotonic() - started:.2f} s, {code}\n")
+            sys.stderr.write(f"$ {shlex.join(argv)}  # {time.monotonic() - started:.2f} s, {status}\n")
             sys.stderr.flush()
 
 

@@ -13,6 +13,15 @@ from d1ops.errors import WranglerError
 
 SECRET_VARS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY", "CF_API_TOKEN", "CF_API_KEY")
 DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
+_NO_CREDENTIALS = re.compile(
+    r"necessary to set a CLOUDFLARE_API_TOKEN|not logged in|wrangler login|unable to select one in non-interactive|"
+    r"CLOUDFLARE_ACCOUNT_ID environment variable",
+    re.I,
+)
+NO_CREDENTIALS_FIX = (
+    "Set CLOUDFLARE_API_TOKEN (a token with D1 edit permission) and CLOUDFLARE_ACCOUNT_ID, or run `wrangler login`, "
+    "then retry."
+)
 _AUTH_FAILURE = re.compile(r"Authentication error|Invalid API Token|Invalid access token|Unable to authenticate", re.I)
 UNREACHABLE = re.compile(
     r"fetch failed|connectivity issue|ECONNREFUSED|ECONNRESET|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|"
@@ -59,7 +68,12 @@ def api_base_url(environ: dict[str, str]) -> str:
 
 
 def explain_remote_failure(message: str, environ: dict[str, str]) -> str | None:
-    """A refused token or an unreachable API, said plainly with what to do; None for any other failure."""
+    """Missing credentials, a refused token or an unreachable API, said plainly with what to do; None for any other
+    failure."""
+    if _NO_CREDENTIALS.search(message):
+        account = "CLOUDFLARE_ACCOUNT_ID" in message or "account" in message.lower()
+        what = "which Cloudflare account to use" if account and "API_TOKEN" not in message else "Cloudflare credentials"
+        return f"wrangler has no {what} for the remote database on this machine. {NO_CREDENTIALS_FIX}"
     if _AUTH_FAILURE.search(message):
         return (
             f"{message}\nThe Cloudflare API at {api_base_url(environ)} refused the API token. Check "

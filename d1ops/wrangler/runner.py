@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import signal
 import tempfile
 import threading
 import time
@@ -22,7 +21,14 @@ import sh
 from d1ops.errors import ContentionError, OutcomeUnknown, UsageError, WranglerError, WranglerNotFound
 from d1ops.project.config import Environment
 from d1ops.support import progress
-from d1ops.wrangler.lifeline import SIGNALLED, supervised
+from d1ops.wrangler.lifeline import (
+    SIGNALLED,
+    Watchdog,
+    interrupts_held,
+    kill_group,
+    supervised,
+    timeout_from_environment,
+)
 from d1ops.wrangler.locate import find_wrangler, version_from_package
 from d1ops.wrangler.output import (
     UNREACHABLE,
@@ -38,7 +44,6 @@ from d1ops.wrangler.output import (
 __all__ = ["Statement", "Wrangler", "find_wrangler", "redact"]
 
 PINNED_MAJOR = 4
-DEFAULT_TIMEOUT = 300.0
 BUSY_RETRIES = 4
 QUIET_ENV = {
     "WRANGLER_SEND_METRICS": "false",
@@ -61,12 +66,21 @@ def _is_transient_local_failure(args: list[str], detail: str) -> bool:
 
 
 def _kill_group(cmd: sh.RunningCommand | None) -> None:
-    if cmd is None:
-        return
+    kill_group(cmd.pid if cmd is not None else None)
+
+
+class _TimedOut(Exception):
+    """The call's watchdog killed it."""
+
+
+def _wait(cmd: sh.RunningCommand, watchdog: Watchdog) -> None:
+    """Until the call ends; killed by its watchdog, it timed out."""
     try:
-        os.killpg(cmd.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
+        cmd.wait()
+    except sh.ErrorReturnCode:
+        if watchdog.fired:
+            raise _TimedOut from None
+        raise
 
 
 def _shown(argv: list[str], env: dict[str, str], *, cut: int = 160) -> list[str]:
@@ -131,7 +145,7 @@ class Runner:
         self.root = root
         self.wrangler_config = wrangler_config
         self._binary = binary
-        self.timeout = timeout or float(os.environ.get("D1OPS_WRANGLER_TIMEOUT", DEFAULT_TIMEOUT))
+        self.timeout = timeout or timeout_from_environment()
         self.extra_env = dict(extra_env or {})
         self._counter = _Counter()
         self._version: str | None = None
@@ -179,35 +193,40 @@ class Runner:
         limit = timeout or self.timeout
         options: dict[str, Any] = {"_out": str(out_file)} if out_file else {}
         launch, preexec = supervised(argv)
-        if preexec is not None:
-            options["_preexec_fn"] = preexec
+        options.update({"_preexec_fn": preexec} if preexec is not None else {})
         cmd: sh.RunningCommand | None = None
+        watchdog, status = Watchdog(limit), "not started"
         started = progress.wrangler_started(_shown(argv, env, cut=100_000))  # the progress line and -v (progress.py)
         try:
             # Its own process group: a timeout or Ctrl-C kills all of it (node, node, workerd); SIGKILL of d1ops
             # too, through the supervisor (lifeline.py). Nothing goes on changing a database after d1ops stopped.
-            cmd = sh.Command(launch[0])(
-                *launch[1:],
-                _cwd=str(self.root),
-                _env=env,
-                _in="",
-                _timeout=limit,
-                _timeout_signal=signal.SIGKILL,
-                _new_session=True,
-                _bg=True,
-                _bg_exc=False,
-                _return_cmd=True,
-                _tty_out=False,
-                _decode_errors="replace",
-                **options,
-            )
-            cmd.wait()
+            with interrupts_held():  # a Ctrl-C before `cmd` is ours would leave the process to nobody
+                cmd = sh.Command(launch[0])(
+                    *launch[1:],
+                    _cwd=str(self.root),
+                    _env=env,
+                    _in="",
+                    _new_session=True,
+                    _bg=True,
+                    _bg_exc=False,
+                    _return_cmd=True,
+                    _tty_out=False,
+                    _decode_errors="replace",
+                    **options,
+                )
+                watchdog.start(cmd.pid)
+            status = "interrupted"
+            _wait(cmd, watchdog)
+            status = "exit 0"
         except sh.SignalException as exc:  # killed (OOM killer, an operator): it may have done anything
+            status = f"killed by signal {-exc.exit_code}"
             raise OutcomeUnknown(
                 _shown(argv, env), None, f"wrangler was killed by signal {-exc.exit_code} before it finished"
             ) from None
         except sh.ErrorReturnCode as exc:
+            status = f"exit {exc.exit_code}"
             if preexec is not None and exc.exit_code in SIGNALLED:  # the supervisor's child died of a signal
+                status = f"killed by signal {exc.exit_code - 128}"
                 raise OutcomeUnknown(
                     _shown(argv, env), None, f"wrangler was killed by signal {exc.exit_code - 128} before it finished"
                 ) from None
@@ -221,8 +240,8 @@ class Runner:
             if explained:
                 self._remote_failure = error
             raise error from None
-        except sh.TimeoutException:
-            _kill_group(cmd)
+        except _TimedOut:
+            status = f"timed out after {limit:g} s"
             error = OutcomeUnknown(_shown(argv, env), None, _timeout_message(limit, remote, env))
             if remote:
                 self._remote_failure = error
@@ -244,7 +263,8 @@ class Runner:
             _kill_group(cmd)
             raise
         finally:
-            progress.wrangler_finished(_shown(argv, env, cut=100_000), started)
+            watchdog.done()
+            progress.wrangler_finished(_shown(argv, env, cut=100_000), started, status)
         return "" if out_file else _decode(cmd.stdout)
 
     def version(self) -> str:
