@@ -6,7 +6,6 @@ import os
 import traceback
 from collections.abc import Sequence
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PENDING = 3

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from tests.conftest import THREE_LOCAL_WRANGLER, Proj, make_project
 
 ENVIRONMENTS = """\
@@ -34,7 +34,7 @@ def history(tmp_path: Path) -> Proj:
     proj.write("migrations/0001_init.sql", "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT);\n")
     proj.write("migrations/0002_email_index.sql", "CREATE INDEX idx_users_email ON users(email);\n")
     proj.write("migrations/0003_add_email.sql", "ALTER TABLE users ADD COLUMN email TEXT;\n")
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(
         project.config.env("staging"),
         command="CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT, email TEXT); "
@@ -44,7 +44,7 @@ def history(tmp_path: Path) -> Proj:
 
 
 def _users(proj: Proj, env: str) -> int:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     return int(
         project.wrangler.execute(project.config.env(env), command="SELECT count(*) AS n FROM users")[0].results[0]["n"]
     )
@@ -52,7 +52,7 @@ def _users(proj: Proj, env: str) -> int:
 
 def _wrangler_pending(proj: Proj, env: str) -> list[str]:
     """What `wrangler d1 migrations list` itself says is unapplied."""
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     e = project.config.env(env)
     out = project.wrangler.run(["d1", "migrations", "list", "DB", *project.wrangler.target_args(e)])
     return [line.split("│")[1].strip() for line in out.splitlines() if line.count("│") >= 2 and ".sql" in line]
@@ -79,7 +79,7 @@ def test_adopting_a_history_that_fails_on_an_empty_database(history: Proj) -> No
     assert status.exit_code == 0, status.output
     assert "dev: 3 applied, 0 pending." in status.output and "staging: 3 applied, 0 pending." in status.output
     assert _wrangler_pending(history, "dev") == []
-    project = open_project(history.config)
+    project = open_projects(history.config)[0]
     sql = "SELECT m.name, c.applied_by FROM d1_migrations m JOIN d1ops_migrations c USING (name) ORDER BY m.id"
     rows = project.wrangler.execute(project.config.env("dev"), command=sql)[0].results
     assert [r["name"] for r in rows] == ["0001_init.sql", "0002_email_index.sql", "0003_add_email.sql"]

@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_mock import MockerFixture
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from d1ops.run import sequence
 from d1ops.wrangler.runner import Wrangler
 from tests.conftest import Proj
@@ -55,7 +55,7 @@ def test_every_batch_any_command_sends_opens_with_the_lease_guard(proj: Proj, mo
 
 
 def test_an_adopt_whose_lease_was_taken_over_changes_nothing(proj: Proj, mocker: MockerFixture) -> None:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     staging = project.config.env("staging")
     real = sequence.take_safety
 

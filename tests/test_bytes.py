@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from d1ops.sql.text import quote, utf8_len
 from tests.conftest import Proj
 
@@ -18,7 +18,7 @@ def text(i: int, units: int = 1875) -> str:
 
 
 def execute(proj: Proj, sql: str, env: str = "dev") -> None:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(project.config.env(env), file=proj.write(f"sql-{utf8_len(sql)}.sql", sql))
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from d1ops.cli import cli
 from d1ops.cli.base import render_run
 from d1ops.run import sequence as pipeline
-from d1ops.run.sequence import MigrationOutcome, RunReport
+from d1ops.run.report import MigrationOutcome, RunReport
 from tests.conftest import Proj, make_project
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from tests.conftest import THREE_LOCAL_ENVIRONMENTS, Proj, make_project
 
 REMOTE_ENVIRONMENTS = THREE_LOCAL_ENVIRONMENTS.replace(
@@ -85,7 +85,7 @@ def test_doctor_passes_warns_without_credentials_and_flags_a_stale_lock(remote: 
     assert "WARN  local state" in result.output  # nothing created yet
     assert "WARN  backups dir" in result.output and "not in .gitignore" in result.output
 
-    project = open_project(remote.config)
+    project = open_projects(remote.config)[0]
     project.wrangler.execute(
         project.config.env("dev"),
         command="CREATE TABLE d1ops_lock(id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, "

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from tests.conftest import Proj
 
 
 def test_read_only_execute_on_production_runs_without_yes_or_terminal_and_a_write_is_refused(proj: Proj) -> None:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(
         project.config.env("production"),
         command="CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT); INSERT INTO users VALUES (1, 'a'), (2, 'b')",

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from d1ops.backups.dumpfile import SQL_DUMP, load_dump
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from tests.conftest import WRANGLER, Proj
 from tests.test_backup import REQUIRED_DEV
 
@@ -70,7 +70,7 @@ def writing(proj: Proj) -> Iterator[Writer]:
 
 
 def create_ticks(proj: Proj) -> None:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(project.config.env("dev"), command="CREATE TABLE ticks (n INTEGER PRIMARY KEY)")
 
 

@@ -274,9 +274,9 @@ def test_real_project_folder_migrates_in_wranglers_order_to_the_same_schema(tmp_
 
 def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
-    from d1ops.project.project import open_project
+    from d1ops.project.project import open_projects
 
-    project = open_project(proj.config)  # behind d1ops' back: `d1ops execute` of a write takes the lock itself
+    project = open_projects(proj.config)[0]  # behind d1ops' back: `d1ops execute` of a write takes the lock itself
     project.wrangler.execute(
         project.config.env("dev"),
         command="INSERT INTO d1ops_lock (id, owner, acquired_at) "

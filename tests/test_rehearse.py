@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from tests.conftest import Proj
 from tests.test_migrate import wrangler
 from tests.wrangler_shim import kill, shim_env, start_d1ops, wait_for
 
 
 def test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte_identical(proj: Proj) -> None:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(
         project.config.env("dev"),
         command="CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT, body TEXT);"
@@ -85,7 +85,7 @@ def test_promote_rehearse_stops_before_touching_the_target_when_the_rehearsal_fa
 
 
 def test_rehearse_copies_fts5_tables_and_their_triggers(proj: Proj) -> None:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(
         project.config.env("dev"),
         command="CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import Proj
 
@@ -17,7 +17,7 @@ APP_TABLES = ("users", "sessions", "api_keys", "posts", "audit_logs", "settings"
 
 def sql(proj: Proj, command: str, env: str = "dev") -> None:
     """Change a database behind d1ops' back, the way an application (or a mistake) would: one wrangler process."""
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(project.config.env(env), command=command)
 
 

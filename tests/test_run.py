@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from d1ops.support.files import unique_stamp
 from tests.conftest import Proj
 
 
 def hold_lock(proj: Proj, env: str) -> None:
     """A lock left by a run that died, written behind d1ops' back."""
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(
         project.config.env(env),
         command="CREATE TABLE IF NOT EXISTS d1ops_lock (id INTEGER PRIMARY KEY CHECK (id = 1), owner TEXT NOT NULL, "

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from d1ops.project.project import open_project
+from d1ops.project.project import open_projects
 from tests.conftest import Proj
 
 # Upper-case BEGIN/END: wrangler's SQL splitter closes a trigger body only on a case-sensitive `END`.
@@ -52,7 +52,7 @@ MATCHES = [
 
 
 def seed(proj: Proj, sql: str) -> None:
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     path = proj.write("seed.sql", sql)
     project.wrangler.execute(project.config.env("dev"), file=path)
 
@@ -103,7 +103,7 @@ def test_whole_backup_restores_every_schema_object_into_an_empty_database(proj: 
     assert contents(proj, "staging", fts) == source
 
     # the restored triggers, index and sequence work: a new event gets id 6 and its audit row
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     staging = project.config.env("staging")
     project.wrangler.execute(staging, command="INSERT INTO events (name) VALUES ('f')")
     assert proj.query("SELECT max(id) FROM events", "staging") == [(6,)]
@@ -116,7 +116,7 @@ def test_whole_restore_drops_and_recreates_virtual_tables_views_and_triggers(pro
     assert backup.exit_code == 0, backup.output
     folder = json.loads(backup.stdout)["path"]
     source_objects, source = objects(proj, "dev"), contents(proj, "dev", True)
-    project = open_project(proj.config)
+    project = open_projects(proj.config)[0]
     project.wrangler.execute(
         project.config.env("dev"),
         command="DELETE FROM notes_fts; DROP VIEW live_articles; "

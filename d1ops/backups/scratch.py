@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 
 from d1ops.project.config import Binding, Environment
-from d1ops.sql.schema import count_rows, read_schema_sqlite
+from d1ops.sql.schema import read_schema_sqlite
+from d1ops.wrangler.reads import count_rows
 from d1ops.sql.text import ident
 from d1ops.run.tracking import TRACKING_TABLES
 from d1ops.wrangler.runner import Statement, Wrangler
@@ -51,9 +52,6 @@ class ScratchD1:
     def run_file(self, path: Path, *, discard_results: bool = True) -> list[Statement]:
         """Run an SQL file as one atomic batch (raises WranglerError with D1's message when it fails)."""
         return self.wrangler.execute(self.env, file=path, discard_results=discard_results)
-
-    def query(self, sql: str) -> list[Statement]:
-        return self.wrangler.execute(self.env, command=sql)
 
     def count_rows(self, tables: list[str]) -> dict[str, int]:
         return count_rows(self.wrangler, self.env, tables)

@@ -33,16 +33,8 @@ from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
 from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
-from d1ops.sql.schema import (
-    SCHEMA_READ,
-    DatabaseSchema,
-    check_tables,
-    count_rows_sql,
-    created_before_parent,
-    counts_from,
-    read_schema,
-    schema_from,
-)
+from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, check_tables, count_rows_sql, created_before_parent, counts_from, schema_from
+from d1ops.wrangler.reads import read_schema
 from d1ops.sql.text import StatementTooLarge, ident
 from d1ops.run.tracking import LOCK_TABLE, TRACKING_TABLES, WRANGLER_TABLE
 from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
@@ -399,7 +391,7 @@ def export_file(project: Project, env: Environment, tables: list[str], output: P
             export_database(project, env, schema, output)
             return {}
         if fmt == "sql":
-            export_sql(project, env, output, tables=selected, whole=not tables)
+            export_sql(project, env, output, tables=selected, whole=False)
             return {}
         with tempfile.TemporaryDirectory(prefix="d1ops-export-") as tmp:
             dump, db = Path(tmp) / SQL_DUMP, Path(tmp) / "load.sqlite"

@@ -30,7 +30,6 @@ from d1ops.project.project import Project
 from d1ops.backups.scratch import ScratchD1
 from d1ops.sql.text import StatementTooLarge, ident
 
-LEVELS = ("quick", "full")
 
 
 @dataclass

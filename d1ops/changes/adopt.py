@@ -16,10 +16,12 @@ from d1ops.project.config import Environment
 from d1ops.project.migrations import MigrationFile, MigrationSet
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch, send_batch
-from d1ops.run.sequence import Change, Confirm, Run, RunReport, run_change
+from d1ops.run.report import RunReport
+from d1ops.run.sequence import Change, Confirm, Run, run_change
 from d1ops.run.tracking import CHECKSUM_TABLE, NOW, TRACKING_TABLES, WRANGLER_TABLE, actor
-from d1ops.sql.schema import DatabaseSchema, read_schema
+from d1ops.sql.schema import DatabaseSchema
 from d1ops.sql.text import quote
+from d1ops.wrangler.reads import read_schema
 
 ADOPTED_BY = "adopted by"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.project.config import Environment
@@ -19,16 +20,14 @@ from d1ops.project.migrations import MigrationFile, MigrationSet
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
-from d1ops.run.sequence import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
-from d1ops.run.tracking import (
-    CHECKSUM_TABLE,
-    EnvState,
-    actor,
-    migration_batch,
-    read_states,
-)
+from d1ops.run.report import MigrationOutcome, RunReport, elapsed_ms
+from d1ops.run.sequence import Change, Confirm, Run, run_change
+from d1ops.run.tracking import CHECKSUM_TABLE, EnvState, actor, migration_batch, read_state, read_states
 from d1ops.sql.text import quote, sql_for_batch
 from d1ops.support import progress
+
+if TYPE_CHECKING:
+    from d1ops.run.rehearse import Rehearsal
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,6 @@ class Plan:
     env: str
     to_apply: list[MigrationFile]
     skipped: list[str]
-    already_applied: list[str]
-    missing_files: list[str]
     warnings: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -97,7 +94,7 @@ def plan_migrations(env: Environment, state: EnvState, migrations: MigrationSet,
             to_apply.append(m)
     missing = [name for name in state.applied if name not in on_disk]
     warnings = [f"{name} is applied to {env.name} but its file is missing from the folder" for name in missing]
-    return Plan(env.name, to_apply, skipped, list(state.applied), missing, warnings)
+    return Plan(env.name, to_apply, skipped, warnings)
 
 
 def gate_plan(project: Project, env: Environment, plan: Plan, states: dict[str, EnvState]) -> None:
@@ -198,7 +195,7 @@ class MigrateChange(Change):
         who = actor()
         names = ", ".join(quote(m.name) for m in pending)
         pairs = zip(pending, self.sqls, strict=True)
-        body = "".join(migration_batch(m, sql, who, release_owner=None) for m, sql in pairs)
+        body = "".join(migration_batch(m, sql, who) for m, sql in pairs)
         body += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
         started = time.monotonic()
         try:
@@ -226,7 +223,7 @@ class MigrateChange(Change):
         who = actor()
         for i, (m, sql, outcome) in enumerate(zip(pending, self.sqls, outcomes, strict=True)):
             last = i == len(pending) - 1
-            batch = Batch(f"{i:04d}-{m.name}", migration_batch(m, sql, who, release_owner=None), release=last)
+            batch = Batch(f"{i:04d}-{m.name}", migration_batch(m, sql, who), release=last)
             progress.step(f"Applying {m.name} to {self.env.name} ({i + 1}/{len(pending)}, one by one)")
             started = time.monotonic()
             try:
@@ -291,7 +288,7 @@ def batch_failure(run: Run, change: MigrateChange, exc: WranglerError) -> Migrat
     pending = change.plan_.to_apply
     who = actor()
     pairs = zip(pending, change.sqls, strict=True)
-    steps = [Step(m.name, migration_batch(m, sql, who, release_owner=None), sql) for m, sql in pairs]
+    steps = [Step(m.name, migration_batch(m, sql, who), sql) for m, sql in pairs]
     found = explain_failure(run, steps, exc)
     if found.index is not None:
         outcome = run.report.migrations[found.index]
@@ -344,6 +341,17 @@ def behind_env(project: Project) -> Environment:
         if plan.to_apply:
             return env
     raise UsageError("Every environment already has what the one before it has: nothing to promote.")
+
+
+def rehearse_promotion(project: Project, to: str | None) -> tuple[Environment, Rehearsal]:
+    """promote --rehearse's gate: what promote would apply to its target (only what the environment before it
+    has), rehearsed on a copy of the target's data. Returns the target and the rehearsal; changes nothing."""
+    from d1ops.run.rehearse import rehearse
+
+    target = project.config.env(to) if to else behind_env(project)
+    previous = project.config.predecessor(target)
+    only = set(read_state(project.wrangler, previous).applied) if previous else None
+    return target, rehearse(project, target.name, only=only)
 
 
 def run_promote(

@@ -21,14 +21,16 @@ from typing import Any
 
 from d1ops.backups.catalog import of_database, read_manifest
 from d1ops.backups.verify import quick_check
-from d1ops.cli.render import text_table
 from d1ops.errors import D1OpsError, OutcomeUnknown, RestoreFailed, UsageError, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch, send_batch
-from d1ops.run.sequence import Change, Confirm, Run, RunReport, run_change
-from d1ops.run.tracking import LOCK_DDL, release_stale_lock_sql
+from d1ops.run.lease import release_stale_lock_sql
+from d1ops.run.report import RunReport
+from d1ops.run.sequence import Change, Confirm, Run, run_change
+from d1ops.run.tracking import LOCK_DDL
 from d1ops.sql.tablediff import Dependent, TableRestore
+from d1ops.support.render import text_table
 
 
 @dataclass

@@ -12,9 +12,10 @@ from d1ops.errors import RestoreFailed
 from d1ops.run.apply import Batch
 from d1ops.run.sequence import Run
 from d1ops.run.tracking import LOCK_TABLE
-from d1ops.sql.schema import DatabaseSchema, count_rows, lower, read_schema, read_schema_sqlite
+from d1ops.sql.schema import DatabaseSchema, lower, read_schema_sqlite
 from d1ops.sql.tablediff import TableRestore
 from d1ops.sql.text import StatementTooLarge, ident
+from d1ops.wrangler.reads import count_rows, read_schema
 
 
 def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, always: bool) -> None:

@@ -31,12 +31,12 @@ from d1ops.sql.schema import (
     foreign_keys_from,
     lower,
     parents_first,
-    read_schema,
     referencing,
     table_shape,
 )
 from d1ops.sql.tablediff import Dependent, TablePlan, delete_statements, in_list, key_literals, upsert_statements
 from d1ops.sql.text import KEYS_PER_STATEMENT, StatementTooLarge, ident, join_commands, multi_row
+from d1ops.wrangler.reads import read_schema
 
 
 class TablesRestore(BackupRestore):

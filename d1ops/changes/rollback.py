@@ -26,7 +26,8 @@ from d1ops.project.migrations import DOWN_DIR, IRREVERSIBLE
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
-from d1ops.run.sequence import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
+from d1ops.run.report import MigrationOutcome, RunReport, elapsed_ms
+from d1ops.run.sequence import Change, Confirm, Run, run_change
 from d1ops.run.tracking import CHECKSUM_TABLE, WRANGLER_TABLE, read_states
 from d1ops.sql.text import UnfinishedStatement, quote, split_statements, sql_for_batch
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from d1ops.errors import GateRefused
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
-from d1ops.run.sequence import Change, Confirm, Run, RunReport, run_change
-from d1ops.run.tracking import read_state, release_lock
+from d1ops.run.lease import release_lock
+from d1ops.run.report import RunReport
+from d1ops.run.sequence import Change, Confirm, Run, run_change
+from d1ops.run.tracking import read_state
 
 
 class UnlockChange(Change):

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import click
 
-from d1ops.cli.render import text_table
 from d1ops.errors import EXIT_INTERRUPTED, D1OpsError, GateRefused, UsageError
 
 # Only what --help, --version and completion need is imported here; the core is imported inside the commands
 # (d1ops --help must start in ≤ 0.10 s over a bare Python: see the start-up row of `make bench`).
 from d1ops.project import about
 from d1ops.support import progress
-from d1ops.wrangler.output import mask_secrets, redact
+from d1ops.support.render import text_table
+from d1ops.support.secrets import mask_secrets, redact
 
 if TYPE_CHECKING:
     from d1ops.project.config import Environment

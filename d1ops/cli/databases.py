@@ -22,9 +22,9 @@ from d1ops.cli.base import (
     yes_option,
 )
 from d1ops.cli.completion import complete_backup, complete_env
-from d1ops.cli.render import size
 from d1ops.errors import UsageError
 from d1ops.support import progress
+from d1ops.support.render import size
 
 if TYPE_CHECKING:
     from d1ops.project.project import Project
@@ -329,7 +329,7 @@ def create(project: Project, env: str, write_config: bool, as_json: bool) -> Non
     Example:
       d1ops create staging --write-config
     """
-    from d1ops.wrangler import remote
+    from d1ops.project import databases as remote
 
     want_json(as_json)
     result = remote.create_database(project, project.config.env(env), write_config=write_config)
@@ -355,7 +355,7 @@ def info(project: Project, env: str | None, as_json: bool) -> None:
     Example:
       d1ops info production
     """
-    from d1ops.wrangler import remote
+    from d1ops.project import databases as remote
 
     want_json(as_json)
     data = remote.database_info(project, project.config.env(env))
@@ -375,7 +375,7 @@ def list_cmd(project: Project, as_json: bool) -> None:
     Example:
       d1ops list --json
     """
-    from d1ops.wrangler import remote
+    from d1ops.project import databases as remote
 
     want_json(as_json)
     rows = remote.list_databases(project)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from d1ops.cli.base import confirm_by_typing, emit_json, say, table
-from d1ops.wrangler.output import redact
+from d1ops.support.secrets import redact
 
 if TYPE_CHECKING:
     from d1ops.project.config import Environment

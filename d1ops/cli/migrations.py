@@ -124,15 +124,10 @@ def promote(
       d1ops promote --to production --rehearse --dry-run
     """
     from d1ops.changes import migrate as migrate_plan
-    from d1ops.run import rehearse
-    from d1ops.run.tracking import read_state
 
     want_json(as_json)
     if rehearse_first:
-        target = project.config.env(to) if to else migrate_plan.behind_env(project)
-        previous = project.config.predecessor(target)
-        only = set(read_state(project.wrangler, previous).applied) if previous else None
-        rehearsal = rehearse.rehearse(project, target.name, only=only)
+        target, rehearsal = migrate_plan.rehearse_promotion(project, to)
         if not as_json:
             _render_rehearsal(rehearsal)
         if not rehearsal.ok:

@@ -215,11 +215,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_config(raw: dict[str, Any], path: Path) -> Config:
-    """The config of the first (or only) database."""
-    return parse_configs(raw, path)[0]
-
-
 def parse_configs(raw: dict[str, Any], path: Path) -> list[Config]:
     where = path.name
     _reject_unknown(raw, TOP_KEYS, where)

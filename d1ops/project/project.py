@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from d1ops.project.config import Config, load_config, load_configs, pick_database
+from d1ops.project.config import Config, load_configs, pick_database
 from d1ops.project.migrations import MigrationSet, discover_migrations
 from d1ops.wrangler.runner import Wrangler
 
@@ -18,14 +18,6 @@ class Project:
 
     def migrations(self) -> MigrationSet:
         return discover_migrations(self.config.migrations_dir, self.config.baseline)
-
-
-def open_project(
-    config_path: str | os.PathLike[str] | None = None, *, cwd: Path | None = None, database: str | None = None
-) -> Project:
-    """The project as seen by one database (default: the only one, or the first)."""
-    config = load_config(config_path, cwd, database=database)
-    return Project(config=config, wrangler=Wrangler(config.root, config.wrangler_config))
 
 
 def open_projects(

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from d1ops.errors import LockHeld, OutcomeUnknown, WranglerError
-from d1ops.run.tracking import EnvState, lease_guard_sql, read_lock_holder, read_state, release_lock_sql
+from d1ops.run.lease import lease_guard_sql, read_lock_holder, release_lock_sql
+from d1ops.run.tracking import EnvState, read_state
 from d1ops.wrangler.runner import Statement
 
 if TYPE_CHECKING:

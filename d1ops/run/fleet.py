@@ -36,18 +36,9 @@ from d1ops.run.apply import batch_text
 from d1ops.run.fleet_journal import Journal, NullJournal
 from d1ops.run.fleet_report import Confirm, DbOutcome, FleetFailed, FleetProgress, FleetReport, Progress
 from d1ops.run.fleet_targets import ApiSeam, Target, parse_shard, resolve_fleet, select
+from d1ops.run.lease import lock_and_read_state, new_lock_owner, release_lock_sql
 from d1ops.run.replay import schema_sql
-from d1ops.run.tracking import (
-    CHECKSUM_TABLE,
-    LOCK_TABLE,
-    EnvState,
-    actor,
-    lock_and_read_state,
-    migration_batch,
-    new_lock_owner,
-    read_state,
-    release_lock_sql,
-)
+from d1ops.run.tracking import CHECKSUM_TABLE, LOCK_TABLE, EnvState, actor, migration_batch, read_state
 from d1ops.sql.schema import DatabaseSchema
 from d1ops.sql.text import sql_for_batch
 from d1ops.support.files import unique_stamp, utc_now, write_private
@@ -61,9 +52,7 @@ __all__ = ["FleetFailed", "FleetOptions", "FleetReport", "fleet_batch", "migrate
 def fleet_batch(owner: str, pending: list[MigrationFile], sqls: list[str], applied_by: str) -> str:
     """The one atomic batch of a database: lease guard, each migration with its tracking rows, release of the
     lease, then the recorded durations. (The run's own apply batch, built from the same tracking.py pieces.)"""
-    body = "".join(
-        migration_batch(m, sql, applied_by, release_owner=None) for m, sql in zip(pending, sqls, strict=True)
-    )
+    body = "".join(migration_batch(m, sql, applied_by) for m, sql in zip(pending, sqls, strict=True))
     names = ", ".join("'" + m.name.replace("'", "''") + "'" for m in pending)
     body += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
     return batch_text(owner, body)

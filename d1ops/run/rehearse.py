@@ -20,8 +20,8 @@ from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.project.project import Project
 from d1ops.run.replay import Rehearsed, copy_from_dump, rehearse_on
 from d1ops.run.tracking import read_state
-from d1ops.sql.schema import read_schema
 from d1ops.support.files import utc_now, work_dir
+from d1ops.wrangler.reads import read_schema
 
 
 @dataclass

@@ -198,7 +198,7 @@ def rehearse_on(copy: Copy, pending: list[MigrationFile], work: Path) -> list[Re
         sql = m.read_sql()
         before = copy.scratch.table_counts()
         batch = work / f"rehearse-{i:04d}.sql"
-        batch.write_text(migration_batch(m, sql_for_batch(sql), who, release_owner=None), encoding="utf-8")
+        batch.write_text(migration_batch(m, sql_for_batch(sql), who), encoding="utf-8")
         started = time.monotonic()
         try:
             copy.scratch.run_file(batch)

@@ -13,21 +13,14 @@ interruption (Ctrl-C, SIGTERM): the report says what was read back, never what w
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from d1ops import __version__
-from d1ops.backups.catalog import REPORTS
-from d1ops.backups.take import bookmark_restore_command, take_backup
 from d1ops.backups.verify import BackupResult
 from d1ops.errors import (
-    BackupFailed,
     D1OpsError,
     GateRefused,
     Interrupted,
@@ -40,55 +33,17 @@ from d1ops.errors import (
 )
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
-from d1ops.run.tracking import EnvState, lock_and_read_state, new_lock_owner, read_state, release_lock
+from d1ops.run.lease import lock_and_read_state, new_lock_owner, release_lock
+from d1ops.run.report import RunReport, finish
+from d1ops.run.safety import take_safety
+from d1ops.run.tracking import EnvState, read_state
 from d1ops.sql.schema import DatabaseSchema
 from d1ops.support import progress
-from d1ops.support.files import unique_stamp, utc_now, write_private
-from d1ops.wrangler.output import mask_secrets
+from d1ops.support.files import utc_now
 from d1ops.wrangler.runner import redact
 
 Confirm = Callable[[Environment, str], None]
 """Called before a protected environment is changed, with a description of the change; raises to refuse."""
-
-
-@dataclass
-class MigrationOutcome:
-    name: str
-    checksum: str
-    result: str  # applied | failed | not run | rolled back | unknown
-    duration_ms: int | None = None
-    error: str | None = None
-    timing: str | None = None  # database: measured inside the batch; process: the wrangler call's wall time
-
-
-@dataclass
-class RunReport:
-    """One JSON document per run: what was planned, backed up, applied, and read back."""
-
-    command: str
-    env: str
-    target: str
-    dry_run: bool
-    started_at: str
-    finished_at: str | None = None
-    d1ops_version: str = __version__
-    plan: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    backup: dict[str, Any] | None = None
-    bookmark: str | None = None
-    restore_command: str | None = None
-    migrations: list[MigrationOutcome] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    wrangler_processes: int = 0
-    exit_code: int = 0
-    error: str | None = None
-    report_path: str | None = None
-    details: Any = field(default_factory=dict)  # the command's own fields (a dict or a dataclass), at the top level
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.update(data.pop("details"))
-        return data
 
 
 class RunFailed(D1OpsError):
@@ -332,78 +287,3 @@ def pause_point(step: str) -> None:
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         time.sleep(0.05)
-
-
-def take_safety(run: Run, change: Change) -> None:
-    """The Time Travel bookmark (remote) and the verified backup the policy asks for, before any change."""
-    env, report = run.env, run.report
-    policy = change.backup_policy()
-    if change.wants_bookmark():
-        try:
-            info = run.wrangler.time_travel_info(env)
-            report.bookmark = str(info.get("bookmark") or "") or None
-        except WranglerError as exc:
-            if policy == "required":
-                raise BackupFailed(
-                    f"Could not record a Time Travel bookmark of {env.name}: {exc.detail}. {change.untouched()}"
-                ) from exc
-            report.warnings.append(f"no Time Travel bookmark: {exc.detail}")
-        if report.bookmark:
-            report.restore_command = bookmark_restore_command(env, report.bookmark)
-    if policy == "skip":
-        return
-    state = run.state
-    try:
-        result = take_backup(
-            run.project,
-            env,
-            tables=change.backup_tables(),
-            label=change.backup_label or change.command,
-            verify=env.verify,
-            head=state.applied_names[-1] if state and state.applied else None,
-            bookmark=report.bookmark,
-            schema=run.schema,
-        )
-    except BackupFailed as exc:
-        if policy == "required":
-            raise BackupFailed(f"{exc.message}\n{change.untouched()}") from exc
-        report.warnings.append(f"backup failed (backup: optional, so the run went on): {exc.message}")
-        return
-    if result is None:
-        report.backup = {"skipped": "the database holds no tables yet: nothing to back up"}
-        return
-    report.backup = result.summary()
-    run.safety_backup = result
-    if not result.verified:
-        message = f"The backup {result.path} did not verify: {result.problem}."
-        if policy == "required":
-            raise BackupFailed(f"{message}\n{change.untouched()}")
-        report.warnings.append(message)
-
-
-def finish(project: Project, report: RunReport, start: int) -> RunReport:
-    report.finished_at = utc_now()
-    report.wrangler_processes = project.wrangler.processes - start
-    if not report.dry_run:
-        report.report_path = str(write_report(project, report))
-    return report
-
-
-def write_report(project: Project, report: RunReport) -> Path:
-    """The one report writer: backups/<env>/[<database>/]reports/<time>-<id>-<command>.json, and a copy in the
-    run's backup folder. Names are unique even for two runs in the same millisecond."""
-    path = project.config.env_dir(report.env) / REPORTS / f"{unique_stamp()}-{report.command}.json"
-    report.report_path = str(path)
-    text = mask_secrets(json.dumps(report.to_dict(), indent=2, default=str)) + "\n"  # error: redacted already
-    backup = (report.backup or {}).get("path")
-    try:
-        write_private(path, text)
-        if backup and Path(backup).is_dir():
-            write_private(Path(backup) / "report.json", text)
-    except OSError as exc:
-        report.warnings.append(f"could not write the run report ({exc.strerror or exc})")
-    return path
-
-
-def elapsed_ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from d1ops.errors import UsageError
 from d1ops.project.config import Environment
 from d1ops.sql.text import ident
-from d1ops.wrangler.runner import Statement, Wrangler
+from d1ops.wrangler.runner import Statement
 
 # Internal objects: SQLite's own, the Workers runtime's (`_cf_KV`), d1ops' scratch names.
 _NOT_INTERNAL = (
@@ -138,11 +138,6 @@ def schema_from(results: list[Statement]) -> DatabaseSchema:
         tuple(SchemaObject(str(r["type"]), str(r["name"]), str(r["tbl_name"]), r.get("sql")) for r in objects),
         tuple(foreign_keys_from(fks)),
     )
-
-
-def read_schema(wrangler: Wrangler, env: Environment) -> DatabaseSchema:
-    """The schema objects and every foreign key of an environment's database: one wrangler process."""
-    return schema_from(wrangler.execute(env, command=SCHEMA_READ))
 
 
 def read_schema_sqlite(conn: sqlite3.Connection) -> DatabaseSchema:
@@ -287,10 +282,3 @@ def count_rows_sql(tables: list[str]) -> str:
 
 def counts_from(results: list[Statement], tables: list[str]) -> dict[str, int]:
     return {t: int(s.results[0]["n"]) for t, s in zip(tables, results, strict=True)}  # type: ignore[call-overload]
-
-
-def count_rows(wrangler: Wrangler, env: Environment, tables: list[str]) -> dict[str, int]:
-    """Row counts of these tables: one wrangler process."""
-    if not tables:
-        return {}
-    return counts_from(wrangler.execute(env, command=count_rows_sql(tables)), tables)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from d1ops.errors import WranglerError
+from d1ops.support.secrets import SECRET_VARS, mask_secrets, redact  # noqa: F401 - the seam redacts with them
 
-SECRET_VARS = ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_KEY", "CF_API_TOKEN", "CF_API_KEY")
 DEFAULT_API_BASE_URL = "https://api.cloudflare.com/client/v4"
 _NO_CREDENTIALS = re.compile(
     r"necessary to set a CLOUDFLARE_API_TOKEN|not logged in|wrangler login|unable to select one in non-interactive|"
@@ -29,30 +27,6 @@ UNREACHABLE = re.compile(
     re.I,
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)((?:api[_-]?token|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{8,}"),
-)
-
-
-def mask_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Replace the values of the secrets d1ops knows (SECRET_VARS) and nothing else: safe on user data, so it is
-    what whole documents (query results, run reports) go through."""
-    values = os.environ if environ is None else environ
-    for var in SECRET_VARS:
-        value = values.get(var)
-        if value and len(value) >= 4:
-            text = text.replace(value, "[REDACTED]")
-    return text
-
-
-def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """For messages (errors, wrangler's output): the known secrets, and bearer/token patterns too. Never applied
-    to query results: a column named api_key or a value 'Bearer …' is the user's data."""
-    text = mask_secrets(text, environ)
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
-    return text
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Text for people: aligned tables and sizes. (JSON needs no help: dataclasses and json.dumps.)"""
+"""Text for people: aligned tables and sizes (the CLI and the confirmations changes show). JSON needs no help."""
 
 from __future__ import annotations
 
