@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from d1ops.errors import BackupFailed, D1OpsError, UsageError
-from d1ops.project.config import Environment
+from d1ops.project.config import Config, Environment
 from d1ops.support.files import write_private_json
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
@@ -88,38 +88,42 @@ class BackupEntry:
         }
 
 
+def backup_folders(config: Config, env_name: str | None = None) -> list[tuple[str, Path]]:
+    """(environment, folder) of each of this database's backups on disk; hidden (partial) folders and reports
+    are not backups. What list, prune, restore and shell completion all read."""
+    found = []
+    for name in [env_name] if env_name else config.env_names:
+        folder = config.env_dir(name)
+        if folder.is_dir():
+            found += [(name, c) for c in folder.iterdir() if not c.name.startswith(".") and (c / MANIFEST).is_file()]
+    return found
+
+
 def list_backups(project: Project, env_name: str | None = None) -> list[BackupEntry]:
-    """This database's backups on disk, newest first; hidden (partial) folders and reports are not backups."""
-    envs = [env_name] if env_name else project.config.env_names
+    """This database's backups on disk, newest first."""
     entries = []
-    for name in envs:
-        folder = project.config.env_dir(name)
-        if not folder.is_dir():
+    for name, child in backup_folders(project.config, env_name):
+        try:
+            manifest = read_manifest(child)
+        except D1OpsError:
             continue
-        for child in folder.iterdir():
-            if child.name.startswith(".") or not (child / MANIFEST).is_file():
-                continue
-            try:
-                manifest = read_manifest(child)
-            except D1OpsError:
-                continue
-            entries.append(
-                BackupEntry(
-                    env=name,
-                    database=str(manifest.get("database") or project.config.database),
-                    path=child,
-                    name=child.name,
-                    label=str(manifest.get("label", "")),
-                    started_at=str(manifest.get("started_at", "")),
-                    tables=[t["name"] for t in manifest["tables"]],
-                    rows=sum(int(t["rows"]) for t in manifest["tables"]),
-                    size=sum(int(f["size"]) for f in manifest["files"]),
-                    verified=bool(manifest.get("verified")),
-                    verify_level=manifest.get("verify_level"),
-                    format=str(manifest.get("format", "sql")),
-                    manifest=manifest,
-                )
+        entries.append(
+            BackupEntry(
+                env=name,
+                database=str(manifest.get("database") or project.config.database),
+                path=child,
+                name=child.name,
+                label=str(manifest.get("label", "")),
+                started_at=str(manifest.get("started_at", "")),
+                tables=[t["name"] for t in manifest["tables"]],
+                rows=sum(int(t["rows"]) for t in manifest["tables"]),
+                size=sum(int(f["size"]) for f in manifest["files"]),
+                verified=bool(manifest.get("verified")),
+                verify_level=manifest.get("verify_level"),
+                format=str(manifest.get("format", "sql")),
+                manifest=manifest,
             )
+        )
     return sorted(entries, key=lambda e: e.name, reverse=True)
 
 

@@ -6,7 +6,6 @@ Completing reads only environments.yaml and lists folders: no wrangler, no core 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -65,13 +64,15 @@ def complete_backup(ctx: click.Context, _param: click.Parameter, incomplete: str
     """Backup folder names (what `restore` and `backups verify` accept), newest first; paths complete as paths."""
     if "/" in incomplete:
         return [CompletionItem(incomplete, type="file")]
-    config = _config(ctx)
-    root: Path | None = config.backups_dir if config else None
-    names = []
-    for env in config.env_names if config and root else []:
-        folder = root / env  # type: ignore[operator]
-        if folder.is_dir():
-            names += [c.name for c in folder.iterdir() if not c.name.startswith(".") and (c / MANIFEST).is_file()]
+    from d1ops.backups.catalog import backup_folders
+    from d1ops.errors import D1OpsError
+    from d1ops.project.config import load_configs
+
+    try:
+        configs = load_configs(ctx.find_root().params.get("config_path"))
+    except (D1OpsError, OSError):
+        return []
+    names = {folder.name for config in configs for _, folder in backup_folders(config)}  # every database's
     return _items(sorted(names, reverse=True), incomplete)
 
 
