@@ -46,7 +46,7 @@ TOP_KEYS = (
     "baseline",
     "environments",
 )
-ENV_KEYS = ("name", "target", "wrangler_env", "protected", "skip", "backup", "verify", "database")
+ENV_KEYS = ("name", "target", "wrangler_env", "protected", "skip", "backup", "verify", "database", "row_guard")
 DATABASE_KEYS = ("name", "binding", "migrations_dir", "baseline", "environments")
 DATABASE_ENV_KEYS = ("binding",)
 TARGETS = ("local", "remote")
@@ -68,6 +68,7 @@ class Environment:
     verify: str
     binding: Binding
     database: str = ""  # the database's name in environments.yaml (its binding for a one-database file)
+    row_guard: bool = True  # the row guard in every batch that changes this environment (sql/rowguard.py)
 
     @property
     def is_remote(self) -> bool:
@@ -383,6 +384,9 @@ def _parse_env(
             f"{here}: key 'database' is for one-database files; with 'databases', set "
             f"databases[].environments.{name}.binding instead."
         )
+    row_guard = item.get("row_guard", True)
+    if not isinstance(row_guard, bool):
+        raise ConfigError(f"{here}: key 'row_guard' must be true or false (default true).")
     database = spec.env_bindings.get(name) or _str(item, "database", here, default=spec.binding)
     binding = resolve_binding(wrangler, wrangler_path, database, wrangler_env, name)
     return Environment(
@@ -395,6 +399,7 @@ def _parse_env(
         verify=verify,
         binding=binding,
         database=spec.name,
+        row_guard=row_guard,
     )
 
 
