@@ -66,7 +66,7 @@ def run_execute(
     tracking = [WRANGLER_DDL, CHECKSUM_DDL, LOCK_DDL]
     schema = scratch_schema([*tracking, *(m.read_sql() for m in (migrations.files if migrations else ()))])
     if is_read_only(sql, schema):
-        result = project.wrangler.execute(env, command=command, file=file)
+        result = project.wrangler.execute(env, command=sql_for_batch(sql))  # protected like every change's SQL
         return [{"results": s.results, "meta": s.meta} for s in result], True
     change = ExecuteChange(env, sql=sql, from_file=file is not None)
     report = run_change(project, change, confirm=confirm)

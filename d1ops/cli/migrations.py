@@ -202,7 +202,9 @@ def new(project: Project, name: str) -> None:
 @json_option
 @pass_project
 def lint(project: Project, as_json: bool) -> None:
-    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects. Exit 1 on errors.
+    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects, and what D1 does to
+    data (drops that fire ON DELETE in other tables, PRAGMA foreign_keys, destructive statements without
+    `-- d1ops: destructive <reason>`). Exit 1 on errors.
 
     \b
     Example:
@@ -211,10 +213,12 @@ def lint(project: Project, as_json: bool) -> None:
     want_json(as_json)
     found = project.migrations()
     if as_json:
-        emit_json([{"level": f.level, "file": f.file, "message": f.message} for f in found.findings])
+        emit_json([f.to_dict() for f in found.findings])
     else:
         for f in found.findings:
-            say(f"{f.level}: {f.file}: {f.message}")
+            at = f":{f.line}" if f.line else ""
+            rule = f" [{f.rule}]" if f.rule else ""
+            say(f"{f.level}: {f.file}{at}:{rule} {f.message}")
         say(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
     if found.errors:
         sys.exit(1)

@@ -21,7 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from d1ops.errors import ConfigError, UsageError
+from d1ops.sql.lint import Finding, lint_history
 from d1ops.sql.text import split_statements
+
+__all__ = ["Finding", "MigrationFile", "MigrationSet", "discover_migrations", "lint_errors"]
 
 DOWN_SUFFIX = ".down.sql"
 IRREVERSIBLE = "-- d1ops: irreversible"
@@ -40,15 +43,6 @@ class MigrationFile:
 
     def read_sql(self) -> str:
         return self.path.read_text(encoding="utf-8")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something wrong with the folder: `level` is "error" or "warning"."""
-
-    level: str
-    file: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -175,7 +169,7 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
     findings.extend(_judge_names(judged, files[: len(files) - len(judged)]))
     for m in judged:
         text = _text_or_empty(m.path)
-        findings.extend(Finding("error", m.name, problem) for problem in lint_sql(text))
+        findings.extend(Finding("error", m.name, problem, rule="transaction-statement") for problem in lint_sql(text))
         if not split_statements(text):
             findings.append(Finding("warning", m.name, "holds no SQL statement: is it finished?"))
         if m.down_path is None:
@@ -187,7 +181,15 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
                     f"statements that undo it there, or a first line `{IRREVERSIBLE} <reason>`.",
                 )
             )
+    texts = [(m.name, _text_or_empty(m.path)) for m in files]
+    downs_judged = [(f"{DOWN_DIR}/{m.name}", _text_or_empty(m.down_path)) for m in judged if m.down_path]
+    findings.extend(lint_history(texts, judged_from=len(files) - len(judged), downs=downs_judged))
     return MigrationSet(directory=directory, files=tuple(files), findings=tuple(findings))
+
+
+def lint_errors(migrations: MigrationSet) -> list[Finding]:
+    """The findings that make migrate refuse (lint's errors: names, numbering, SQL D1 would mishandle)."""
+    return migrations.errors
 
 
 _TRANSACTION = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
