@@ -179,7 +179,11 @@ def _render_status(report: status.StatusReport) -> None:
         lock = report.locks.get(env)
         extra = f", {drifted} drifted" if drifted else ""
         extra += f", locked by {lock}" if lock else ""
+        schema = report.schema_drift.get(env, [])
+        extra += f", {len(schema)} schema object(s) drifted" if schema else ""
         say(f"{env}: {report.count(status.APPLIED, env)} applied, {pending} pending{extra}.")
+        for item in schema:
+            say(f"  drift: {item.describe()}")
 
 
 @cli.command()
