@@ -93,3 +93,25 @@ def test_an_index_made_by_hand_in_staging_shows_in_status_and_check_exits_3(proj
             "live_sql": "CREATE INDEX by_hand ON users(created_at)",
         }
     ]
+
+
+def test_promote_refuses_a_target_with_a_hand_made_index_unless_drift_is_accepted(proj: Proj) -> None:
+    project = open_project(proj.config)
+    assert proj.run("migrate", "staging").exit_code == 0
+    proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
+    proj.write("migrations/down/0003_tags.sql", "DROP TABLE tags;\n")
+    assert proj.run("migrate", "dev").exit_code == 0  # dev now has 0003, staging lacks it
+    project.wrangler.execute(project.config.env("staging"), command="CREATE INDEX by_hand ON users(created_at)")
+
+    refused = proj.run("promote", "--to", "staging")
+    assert refused.exit_code == 1
+    assert "staging's schema is not what its applied migrations make (drift):" in refused.output
+    assert "extra index by_hand" in refused.output
+    assert proj.query("SELECT name FROM sqlite_master WHERE name = 'tags'", "staging") == []
+
+    accepted = proj.run("promote", "--to", "staging", "--accept-drift", "--json")
+    assert accepted.exit_code == 0, accepted.output
+    report = json.loads(accepted.stdout)
+    assert report["schema_drift"]["accepted"] is True
+    assert [o["name"] for o in report["schema_drift"]["objects"]] == ["by_hand"]
+    assert proj.query("SELECT name FROM sqlite_master WHERE name = 'tags'", "staging") == [("tags",)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.credentials import require_for_gate
-from d1ops.project.migrations import MigrationFile, MigrationSet
+from d1ops.project.migrations import MigrationFile, MigrationSet, schema_drift
 from d1ops.project.project import Project
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.sequence import Change, Confirm, MigrationOutcome, Run, RunReport, elapsed_ms, run_change
@@ -87,6 +87,24 @@ def check_drift(drifts: list[Drift]) -> None:
         )
 
 
+def refuse_schema_drift(run: Run, migrations: MigrationSet, state: EnvState, *, accept: bool, command: str) -> None:
+    """Refuse a target whose schema is not what its applied migrations make, naming the objects, unless
+    `--accept-drift`; the report records the drift either way."""
+    items = schema_drift(migrations, list(state.applied), run.schema, run.project.config.schema_cache)
+    if not items:
+        return
+    run.report.warnings += [f"schema drift: {d.describe()}" for d in items]
+    if isinstance(run.report.details, dict):
+        run.report.details["schema_drift"] = {"accepted": accept, "objects": [d.to_dict() for d in items]}
+    if not accept:
+        raise GateRefused(
+            f"{state.env}'s schema is not what its applied migrations make (drift):\n"
+            + "\n".join(f"  {d.describe()}" for d in items)
+            + f"\nNothing was changed. Put the hand-made change into a migration (or undo it), or run `d1ops "
+            f"{command} {state.env} --accept-drift` to apply on top of it."
+        )
+
+
 def plan_migrations(env: Environment, state: EnvState, migrations: MigrationSet, only: set[str] | None = None) -> Plan:
     """Pending files in wrangler's order, minus the environment's skip list (and outside `only`, if given)."""
     on_disk = migrations.by_name()
@@ -138,6 +156,7 @@ class MigrateChange(Change):
         self.command = command
         self.only_from_predecessor = only_from_predecessor
         self.one_by_one = one_by_one
+        self.accept_drift = False
         self.plan_: Plan | None = None
 
     def prepare(self, run: Run) -> None:
@@ -156,6 +175,8 @@ class MigrateChange(Change):
 
     def plan(self, run: Run) -> bool:
         check_drift(find_drift(self.migrations, self.states))
+        state = self.states[self.env.name]
+        refuse_schema_drift(run, self.migrations, state, accept=self.accept_drift, command=self.command)
         previous = self.project.config.predecessor(self.env)
         only = set(self.states[previous.name].applied) if self.only_from_predecessor and previous else None
         plan = self.plan_ = plan_migrations(self.env, self.states[self.env.name], self.migrations, only)
@@ -342,12 +363,14 @@ def run_migrate(
     command: str = "migrate",
     only_from_predecessor: bool = False,
     one_by_one: bool = False,
+    accept_drift: bool = False,
 ) -> RunReport:
     """Apply pending migrations to one environment, through every gate. Raises RunFailed carrying the report."""
     env = project.config.env(env_name)
     change = MigrateChange(
         project, env, command=command, only_from_predecessor=only_from_predecessor, one_by_one=one_by_one
     )
+    change.accept_drift = accept_drift
     return run_change(project, change, dry_run=dry_run, confirm=confirm)
 
 
@@ -366,7 +389,13 @@ def behind_env(project: Project) -> Environment:
 
 
 def run_promote(
-    project: Project, to: str | None, *, dry_run: bool = False, confirm: Confirm | None = None, one_by_one: bool = False
+    project: Project,
+    to: str | None,
+    *,
+    dry_run: bool = False,
+    confirm: Confirm | None = None,
+    one_by_one: bool = False,
+    accept_drift: bool = False,
 ) -> RunReport:
     config = project.config
     env = config.env(to) if to else behind_env(project)
@@ -382,4 +411,5 @@ def run_promote(
         command="promote",
         only_from_predecessor=True,
         one_by_one=one_by_one,
+        accept_drift=accept_drift,
     )

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from d1ops.project.project import Project
     from d1ops.run import rehearse
 
+accept_drift_option = click.option(
+    "--accept-drift",
+    is_flag=True,
+    help="Apply even though the target's schema is not what its applied migrations make (the report records it).",
+)
+
 # The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
 
 
@@ -37,10 +43,13 @@ if TYPE_CHECKING:
 @click.argument("env", required=False, shell_complete=complete_env)
 @dry_run_option
 @one_by_one_option
+@accept_drift_option
 @yes_option
 @json_option
 @pass_project
-def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool) -> None:
+def migrate(
+    project: Project, env: str | None, dry_run: bool, one_by_one: bool, accept_drift: bool, yes: bool, as_json: bool
+) -> None:
     """Apply pending migrations to ENV (default: default_env), in order, through every gate.
 
     \b
@@ -51,7 +60,7 @@ def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, 
 
     want_json(as_json)
     report = migrate_plan.run_migrate(
-        project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+        project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one, accept_drift=accept_drift
     )
     emit_json(report.to_dict()) if as_json else render_run(report)
 
@@ -68,11 +77,19 @@ def migrate(project: Project, env: str | None, dry_run: bool, one_by_one: bool, 
 )
 @dry_run_option
 @one_by_one_option
+@accept_drift_option
 @yes_option
 @json_option
 @pass_project
 def promote(
-    project: Project, to: str | None, rehearse_first: bool, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool
+    project: Project,
+    to: str | None,
+    rehearse_first: bool,
+    dry_run: bool,
+    one_by_one: bool,
+    accept_drift: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Apply to an environment exactly what the environment before it has and it lacks.
 
@@ -101,7 +118,7 @@ def promote(
             raise refused
         to = target.name
     report = migrate_plan.run_promote(
-        project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+        project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one, accept_drift=accept_drift
     )
     emit_json(report.to_dict()) if as_json else render_run(report)
 
@@ -238,11 +255,19 @@ def lint(project: Project, as_json: bool) -> None:
 )
 @click.option("--steps", type=int, help="Undo the last N applied migrations.")
 @dry_run_option
+@accept_drift_option
 @yes_option
 @json_option
 @pass_project
 def rollback(
-    project: Project, env: str, to: str | None, steps: int | None, dry_run: bool, yes: bool, as_json: bool
+    project: Project,
+    env: str,
+    to: str | None,
+    steps: int | None,
+    dry_run: bool,
+    accept_drift: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Undo the last applied migrations of ENV with their down files (migrations/down/), newest first,
     all or nothing.
@@ -255,7 +280,9 @@ def rollback(
 
     want_json(as_json)
     confirm = confirm_by_typing(yes)
-    report = rollback_plan.run_rollback(project, env, to=to, steps=steps, dry_run=dry_run, confirm=confirm)
+    report = rollback_plan.run_rollback(
+        project, env, to=to, steps=steps, dry_run=dry_run, confirm=confirm, accept_drift=accept_drift
+    )
     if as_json:
         emit_json(report.to_dict())
         return

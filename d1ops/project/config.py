@@ -111,6 +111,11 @@ class Config:
     def several(self) -> bool:
         return len(self.databases) > 1
 
+    @property
+    def schema_cache(self) -> Path:
+        """Where replays of the migrations (drift's expected schemas) are cached."""
+        return self.backups_dir / ".schema-cache"
+
     def env_dir(self, env_name: str) -> Path:
         """Where this database's backups and reports of `env_name` live."""
         base = self.backups_dir / env_name

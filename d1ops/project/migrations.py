@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from d1ops.errors import ConfigError, UsageError
+from d1ops.sql.drift import DriftItem, check_drift, expected_schema
 from d1ops.sql.lint import Finding, lint_history
+from d1ops.sql.schema import DatabaseSchema
 from d1ops.sql.text import split_statements
 
 __all__ = ["Finding", "MigrationFile", "MigrationSet", "discover_migrations", "lint_errors"]
@@ -185,6 +187,20 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
     downs_judged = [(f"{DOWN_DIR}/{m.name}", _text_or_empty(m.down_path)) for m in judged if m.down_path]
     findings.extend(lint_history(texts, judged_from=len(files) - len(judged), downs=downs_judged))
     return MigrationSet(directory=directory, files=tuple(files), findings=tuple(findings))
+
+
+def schema_drift(
+    migrations: MigrationSet, applied: list[str], live: DatabaseSchema | None, cache_dir: Path
+) -> list[DriftItem] | None:
+    """The objects of a live schema unlike what its applied migrations make, replayed here (None: cannot
+    tell: no schema read, a migration applied there has no file here, or the history does not replay)."""
+    files = migrations.by_name()
+    if live is None or any(name not in files for name in applied):
+        return None
+    expected = expected_schema(
+        [(files[n].name, files[n].checksum, _text_or_empty(files[n].path)) for n in applied], cache_dir
+    )
+    return None if expected is None else check_drift(expected, live)
 
 
 def lint_errors(migrations: MigrationSet) -> list[Finding]:

@@ -10,10 +10,10 @@ from d1ops.changes.migrate import find_drift
 from d1ops.errors import WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
-from d1ops.project.migrations import MigrationSet
+from d1ops.project.migrations import schema_drift
 from d1ops.project.project import Project
 from d1ops.run.tracking import EnvState, read_state, read_states
-from d1ops.sql.drift import DriftItem, check_drift, expected_schema
+from d1ops.sql.drift import DriftItem
 
 APPLIED, PENDING, SKIPPED, DRIFTED, MISSING_FILE = "applied", "pending", "skipped", "drifted", "missing-file"
 NOT_READ, NO_CREDENTIALS_CELL = (
@@ -123,13 +123,13 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
                 env.name, Cell(NOT_READ if env.name in unavailable else PENDING if row.file_checksum else "-")
             )
     warnings = [f"{f.file}: {f.message}" for f in migrations.findings]
-    schema_drift = {}
+    drifted_schemas: dict[str, list[DriftItem]] = {}
     for name, state in states.items():
-        items = schema_drift_of(project, migrations, state)
+        items = schema_drift(migrations, list(state.applied), state.schema, project.config.schema_cache)
         if items is None:
             warnings.append(f"{name}: schema drift not checked: its applied migrations do not replay here.")
         else:
-            schema_drift[name] = items
+            drifted_schemas[name] = items
     return StatusReport(
         envs=[e.name for e in envs],
         migrations=list(rows.values()),
@@ -138,22 +138,8 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
         locks={name: state.lock_owner for name, state in states.items()},
         database=project.config.database,
         unavailable=unavailable,
-        schema_drift=schema_drift,
+        schema_drift=drifted_schemas,
     )
-
-
-def schema_drift_of(project: Project, migrations: MigrationSet, state: EnvState) -> list[DriftItem] | None:
-    """The objects of `state.schema` unlike what its applied migrations make (None: cannot tell)."""
-    if state.schema is None:
-        return None
-    files = migrations.by_name()
-    if any(name not in files for name in state.applied):
-        return None  # a migration applied there has no file here: its schema is unknown
-    applied = [files[name] for name in state.applied]
-    expected = expected_schema(
-        [(m.name, m.checksum, m.read_sql()) for m in applied], project.config.backups_dir / ".schema-cache"
-    )
-    return None if expected is None else check_drift(expected, state.schema)
 
 
 def _bind(read: Callable[[Environment], EnvState], env: Environment) -> Callable[[], EnvState]:
