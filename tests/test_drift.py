@@ -115,3 +115,14 @@ def test_promote_refuses_a_target_with_a_hand_made_index_unless_drift_is_accepte
     assert report["schema_drift"]["accepted"] is True
     assert [o["name"] for o in report["schema_drift"]["objects"]] == ["by_hand"]
     assert proj.query("SELECT name FROM sqlite_master WHERE name = 'tags'", "staging") == [("tags",)]
+
+
+def test_diff_compares_two_environments_live_schemas(proj: Proj) -> None:
+    project = open_project(proj.config)
+    project.wrangler.execute(project.config.env("staging"), command="CREATE TABLE only_staging (id INTEGER)")
+    result = proj.run("diff", "dev", "staging", "--check")
+    assert result.exit_code == 3, result.output
+    assert "only in staging: table only_staging\n  staging: CREATE TABLE only_staging (id INTEGER)" in result.output
+    assert "only in dev: table users" in result.output
+    same = proj.run("diff", "dev", "dev")
+    assert same.exit_code == 2

@@ -203,6 +203,41 @@ def _render_status(report: status.StatusReport) -> None:
             say(f"  drift: {item.describe()}")
 
 
+@cli.command("diff")
+@click.argument("first", shell_complete=complete_env)
+@click.argument("second", shell_complete=complete_env)
+@click.option("--check", is_flag=True, help="Exit 3 when the schemas differ (for CI gates).")
+@json_option
+@pass_project
+def diff_cmd(project: Project, first: str, second: str, check: bool, as_json: bool) -> None:
+    """Compare the live schemas of two environments, object by object (tables, indexes, views, triggers).
+
+    \b
+    Example (before a release):
+      d1ops diff staging production
+    """
+    from d1ops.project import status
+
+    want_json(as_json)
+    a, b = project.config.env(first), project.config.env(second)
+    if a.name == b.name:
+        raise UsageError("Give two different environments.")
+    items = status.diff_envs(project, a, b)
+    if as_json:
+        emit_json({"first": a.name, "second": b.name, "differences": [d.to_dict() for d in items]})
+    else:
+        where = {"missing": f"only in {a.name}", "extra": f"only in {b.name}", "changed": "differs"}
+        for d in items:
+            say(f"{where[d.kind]}: {d.type} {d.name}")
+            if d.expected_sql:
+                say(f"  {a.name}: {d.expected_sql}")
+            if d.live_sql:
+                say(f"  {b.name}: {d.live_sql}")
+        say(f"{a.name} and {b.name}: " + (f"{len(items)} schema object(s) differ." if items else "same schema."))
+    if check and items:
+        sys.exit(EXIT_PENDING)
+
+
 @cli.command()
 @click.argument("name")
 @pass_project

@@ -144,3 +144,17 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
 
 def _bind(read: Callable[[Environment], EnvState], env: Environment) -> Callable[[], EnvState]:
     return lambda: read(env)
+
+
+def diff_envs(project: Project, first: Environment, second: Environment) -> list[DriftItem]:
+    """How the live schema of `second` differs from that of `first` (missing: only in first; extra: only in
+    second): two wrangler processes, side by side."""
+    from d1ops.sql.drift import check_drift
+
+    readers = {
+        e.name: _bind(lambda env: read_state(project.wrangler, env, with_schema=True), e) for e in (first, second)
+    }
+    states = read_states(project.wrangler, [first, second], readers=readers)
+    a, b = states[first.name].schema, states[second.name].schema
+    assert a is not None and b is not None
+    return check_drift(a, b)
