@@ -144,3 +144,11 @@ def test_baseline_keeps_lint_off_the_adopted_history(tmp_path: Path) -> None:
     (tmp_path / "0003_more.sql").write_text("CREATE TABLE more (id INTEGER PRIMARY KEY);\n")
     found = discover_migrations(tmp_path, baseline="0002_rebuild.sql")
     assert not [f for f in found.findings if f.rule]
+
+
+def test_a_backfill_of_columns_the_same_file_added_needs_no_mark() -> None:
+    sql = "ALTER TABLE notes ADD COLUMN preview TEXT;\nUPDATE notes SET preview = substr(body, 1, 10);\n"
+    assert lint_history([("0001.sql", PARENT_AND_CHILDREN), ("0002.sql", sql)], judged_from=1) == []
+    old = "ALTER TABLE notes ADD COLUMN preview TEXT;\nUPDATE notes SET preview = body, body = NULL;\n"
+    found = lint_history([("0001.sql", PARENT_AND_CHILDREN), ("0002.sql", old)], judged_from=1)
+    assert rules(found) == [("destructive", "0002.sql", 2)]

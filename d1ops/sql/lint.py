@@ -47,6 +47,8 @@ class _Actions:
     dropped: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
+    set_columns: set[tuple[str, str]] = field(default_factory=set)  # (lower(table), lower(column)) an UPDATE sets
+    added_columns: set[tuple[str, str]] = field(default_factory=set)  # what an ALTER TABLE … ADD made
     read: set[str] = field(default_factory=set)
     altered: list[str] = field(default_factory=list)
     pragmas: list[tuple[str, str | None]] = field(default_factory=list)
@@ -75,6 +77,8 @@ def _statements(conn: sqlite3.Connection, sql: str) -> list[_Statement]:
             actions.deleted.append(arg1)
         elif action == sqlite3.SQLITE_UPDATE and arg1 and not arg1.lower().startswith("sqlite_"):
             actions.updated.append(arg1)
+            if arg2:
+                actions.set_columns.add((arg1.lower(), arg2.lower()))
         elif action == sqlite3.SQLITE_READ and arg1:
             actions.read.add(arg1.lower())
         elif action == sqlite3.SQLITE_ALTER_TABLE and arg2:
@@ -110,13 +114,20 @@ def _statements(conn: sqlite3.Connection, sql: str) -> list[_Statement]:
                 )
                 if str(r[1]).upper() in LOSS_ACTIONS
             )
+        before = {t: _columns(conn, t) for t in actions.altered}
         try:
             conn.execute(text)
         except sqlite3.Error:
             pass  # e.g. a module this SQLite lacks; lint judges what compiles
+        for table, columns in before.items():
+            actions.added_columns |= {(table.lower(), c) for c in _columns(conn, table) - columns}
         code = "".join(part if kind == "code" else " " for kind, part in code_and_text(text))
         out.append(_Statement(text, code, line, actions, children))
     return out
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(r[1]).lower() for r in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))}
 
 
 def lint_history(
@@ -142,7 +153,9 @@ def _judge(name: str, sql: str, statements: list[_Statement]) -> list[Finding]:
     findings = _transaction_text(name, sql)
     declared = declared_losses(sql)
     marked = bool(DESTRUCTIVE.search(sql))
+    added: set[tuple[str, str]] = set()
     for i, st in enumerate(statements):
+        added |= st.actions.added_columns
         a = st.actions
         for pragma, value in a.pragmas:
             if pragma == "foreign_keys" and value is not None:
@@ -164,8 +177,8 @@ def _judge(name: str, sql: str, statements: list[_Statement]) -> list[Finding]:
             ]
             if at_risk:
                 findings.append(_fk_drop(name, st.line, table, at_risk))
-        if not marked:
-            findings += _destructive(name, st)
+        if not marked and not (st.actions.set_columns and st.actions.set_columns <= added):
+            findings += _destructive(name, st)  # (a backfill of columns this file added destroys nothing)
     return findings
 
 
