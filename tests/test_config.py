@@ -8,6 +8,7 @@ import pytest
 
 from d1ops.errors import ConfigError
 from d1ops.project.config import load_config
+from d1ops.sql.rowguard import row_guard_warning
 from tests.conftest import THREE_LOCAL_ENVIRONMENTS, THREE_LOCAL_WRANGLER, Proj, make_project
 
 
@@ -167,3 +168,19 @@ def test_wrangler_jsonc_config_with_comments_resolves_bindings(files: Proj) -> N
     )
     config = load_config(files.config)
     assert [e.binding.database_id for e in config.environments] == ["id-dev", "id-stg", "id-prd"]
+
+
+def test_row_guard_is_on_in_every_environment_by_default_and_off_warns(files: Proj) -> None:
+    config = load_config(files.config)
+    assert all(e.row_guard and row_guard_warning(e) is None for e in config.environments)
+    files.config.write_text(
+        THREE_LOCAL_ENVIRONMENTS.replace("    backup: skip\n", "    backup: skip\n    row_guard: false\n")
+    )
+    dev = load_config(files.config).env("dev")
+    assert not dev.row_guard
+    assert (row_guard_warning(dev) or "").startswith("row_guard is off for dev")
+    files.config.write_text(
+        THREE_LOCAL_ENVIRONMENTS.replace("    backup: skip\n", "    backup: skip\n    row_guard: maybe\n")
+    )
+    with pytest.raises(ConfigError, match="key 'row_guard' must be true or false"):
+        load_config(files.config)

@@ -382,3 +382,14 @@ def test_interrupted_migration_stops_wrangler_applies_nothing_and_releases_the_l
 def _wrangler_commands(root: Path) -> str:
     out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     return "\n".join(line for line in out.splitlines() if str(root) in line and "wrangler" in line)
+
+
+def test_begin_transaction_text_in_a_migration_value_is_stored_exactly(proj: Proj) -> None:
+    value = "BEGIN TRANSACTION; keep COMMIT; this"
+    proj.write("migrations/0003_kept.sql", f"CREATE TABLE kept (v TEXT);\nINSERT INTO kept VALUES ('{value}');\n")
+    proj.write("migrations/down/0003_kept.sql", "DROP TABLE kept;\n")
+    lint = proj.run("lint")
+    assert "warning: 0003_kept.sql:2: [transaction-text]" in lint.output
+    result = proj.run("migrate", "dev")
+    assert result.exit_code == 0, result.output
+    assert proj.query("SELECT v FROM kept") == [(value,)]

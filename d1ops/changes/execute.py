@@ -68,7 +68,7 @@ def run_execute(
         where = f"SQL file {file}" if file is not None else "--command"
         raise UsageError(f"{where}: {exc.message}. Nothing was executed on {env.name}.") from None
     if read_only:
-        result = project.wrangler.execute(env, command=command, file=file)
+        result = project.wrangler.execute(env, command=sql_for_batch(sql))  # protected like every change's SQL
         return [{"results": s.results, "meta": s.meta} for s in result], True
     change = ExecuteChange(env, sql=sql, from_file=file is not None)
     report = run_change(project, change, confirm=confirm)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.credentials import require_for_gate
-from d1ops.project.migrations import MigrationFile, MigrationSet
+from d1ops.project.migrations import MigrationFile, MigrationSet, schema_drift
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
@@ -81,6 +81,24 @@ def check_drift(drifts: list[Drift]) -> None:
         )
 
 
+def refuse_schema_drift(run: Run, migrations: MigrationSet, state: EnvState, *, accept: bool, command: str) -> None:
+    """Refuse a target whose schema is not what its applied migrations make, naming the objects, unless
+    `--accept-drift`; the report records the drift either way."""
+    items = schema_drift(migrations, list(state.applied), run.schema, run.project.config.schema_cache)
+    if not items:
+        return
+    run.report.warnings += [f"schema drift: {d.describe()}" for d in items]
+    if isinstance(run.report.details, dict):
+        run.report.details["schema_drift"] = {"accepted": accept, "objects": [d.to_dict() for d in items]}
+    if not accept:
+        raise GateRefused(
+            f"{state.env}'s schema is not what its applied migrations make (drift):\n"
+            + "\n".join(f"  {d.describe()}" for d in items)
+            + f"\nNothing was changed. Put the hand-made change into a migration (or undo it), or run `d1ops "
+            f"{command} {state.env} --accept-drift` to apply on top of it."
+        )
+
+
 def plan_migrations(env: Environment, state: EnvState, migrations: MigrationSet, only: set[str] | None = None) -> Plan:
     """Pending files in wrangler's order, minus the environment's skip list (and outside `only`, if given)."""
     on_disk = migrations.by_name()
@@ -132,6 +150,7 @@ class MigrateChange(Change):
         self.command = command
         self.only_from_predecessor = only_from_predecessor
         self.one_by_one = one_by_one
+        self.accept_drift = False
         self.plan_: Plan | None = None
 
     def prepare(self, run: Run) -> None:
@@ -150,6 +169,8 @@ class MigrateChange(Change):
 
     def plan(self, run: Run) -> bool:
         check_drift(find_drift(self.migrations, self.states))
+        state = self.states[self.env.name]
+        refuse_schema_drift(run, self.migrations, state, accept=self.accept_drift, command=self.command)
         previous = self.project.config.predecessor(self.env)
         only = set(self.states[previous.name].applied) if self.only_from_predecessor and previous else None
         plan = self.plan_ = plan_migrations(self.env, self.states[self.env.name], self.migrations, only)
@@ -320,12 +341,14 @@ def run_migrate(
     command: str = "migrate",
     only_from_predecessor: bool = False,
     one_by_one: bool = False,
+    accept_drift: bool = False,
 ) -> RunReport:
     """Apply pending migrations to one environment, through every gate. Raises RunFailed carrying the report."""
     env = project.config.env(env_name)
     change = MigrateChange(
         project, env, command=command, only_from_predecessor=only_from_predecessor, one_by_one=one_by_one
     )
+    change.accept_drift = accept_drift
     return run_change(project, change, dry_run=dry_run, confirm=confirm)
 
 
@@ -355,7 +378,13 @@ def rehearse_promotion(project: Project, to: str | None) -> tuple[Environment, R
 
 
 def run_promote(
-    project: Project, to: str | None, *, dry_run: bool = False, confirm: Confirm | None = None, one_by_one: bool = False
+    project: Project,
+    to: str | None,
+    *,
+    dry_run: bool = False,
+    confirm: Confirm | None = None,
+    one_by_one: bool = False,
+    accept_drift: bool = False,
 ) -> RunReport:
     config = project.config
     env = config.env(to) if to else behind_env(project)
@@ -371,4 +400,5 @@ def run_promote(
         command="promote",
         only_from_predecessor=True,
         one_by_one=one_by_one,
+        accept_drift=accept_drift,
     )

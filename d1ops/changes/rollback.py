@@ -90,6 +90,7 @@ class RollbackChange(Change):
         super().__init__(env)
         self.project, self.to, self.steps = project, to, steps
         self.undos: list[Undo] = []
+        self.accept_drift = False
 
     def prepare(self, run: Run) -> None:
         if self.to is not None and self.steps is not None:
@@ -109,7 +110,11 @@ class RollbackChange(Change):
         self.states = read_states(run.wrangler, later, readers=locked)
 
     def plan(self, run: Run) -> bool:
-        applied = self.states[self.env.name].applied_names
+        from d1ops.changes.migrate import refuse_schema_drift
+
+        state = self.states[self.env.name]
+        refuse_schema_drift(run, self.project.migrations(), state, accept=self.accept_drift, command="rollback")
+        applied = state.applied_names
         names = self._targets(applied)
         run.report.plan = list(reversed(names))
         if not names:
@@ -231,6 +236,9 @@ def run_rollback(
     steps: int | None = None,
     dry_run: bool = False,
     confirm: Confirm | None = None,
+    accept_drift: bool = False,
 ) -> RunReport:
     env = project.config.env(env_name)
-    return run_change(project, RollbackChange(project, env, to=to, steps=steps), dry_run=dry_run, confirm=confirm)
+    change = RollbackChange(project, env, to=to, steps=steps)
+    change.accept_drift = accept_drift
+    return run_change(project, change, dry_run=dry_run, confirm=confirm)

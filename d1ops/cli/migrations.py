@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from d1ops.project.project import Project
     from d1ops.run import rehearse
 
+accept_drift_option = click.option(
+    "--accept-drift",
+    is_flag=True,
+    help="Apply even though the target's schema is not what its applied migrations make (the report records it).",
+)
+
 # The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
 
 
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 @click.argument("env", required=False, shell_complete=complete_env)
 @dry_run_option
 @one_by_one_option
+@accept_drift_option
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Fleet: only these databases (names or globs).")
 @click.option("--except", "exclude", multiple=True, metavar="NAME", help="Fleet: leave these databases out.")
 @click.option(
@@ -56,6 +63,7 @@ def migrate(
     env: str | None,
     dry_run: bool,
     one_by_one: bool,
+    accept_drift: bool,
     only: tuple[str, ...],
     exclude: tuple[str, ...],
     canary: int,
@@ -94,7 +102,7 @@ def migrate(
     from d1ops.changes import migrate as migrate_plan
 
     report = migrate_plan.run_migrate(
-        project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+        project, env, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one, accept_drift=accept_drift
     )
     emit_json(report.to_dict()) if as_json else render_run(report)
 
@@ -111,11 +119,19 @@ def migrate(
 )
 @dry_run_option
 @one_by_one_option
+@accept_drift_option
 @yes_option
 @json_option
 @pass_project
 def promote(
-    project: Project, to: str | None, rehearse_first: bool, dry_run: bool, one_by_one: bool, yes: bool, as_json: bool
+    project: Project,
+    to: str | None,
+    rehearse_first: bool,
+    dry_run: bool,
+    one_by_one: bool,
+    accept_drift: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Apply to an environment exactly what the environment before it has and it lacks.
 
@@ -139,7 +155,7 @@ def promote(
             raise refused
         to = target.name
     report = migrate_plan.run_promote(
-        project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one
+        project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one, accept_drift=accept_drift
     )
     emit_json(report.to_dict()) if as_json else render_run(report)
 
@@ -232,7 +248,46 @@ def _render_status(report: status.StatusReport) -> None:
         lock = report.locks.get(env)
         extra = f", {drifted} drifted" if drifted else ""
         extra += f", locked by {lock}" if lock else ""
+        schema = report.schema_drift.get(env, [])
+        extra += f", {len(schema)} schema object(s) drifted" if schema else ""
         say(f"{env}: {report.count(status.APPLIED, env)} applied, {pending} pending{extra}.")
+        for item in schema:
+            say(f"  drift: {item.describe()}")
+
+
+@cli.command("diff")
+@click.argument("first", shell_complete=complete_env)
+@click.argument("second", shell_complete=complete_env)
+@click.option("--check", is_flag=True, help="Exit 3 when the schemas differ (for CI gates).")
+@json_option
+@pass_project
+def diff_cmd(project: Project, first: str, second: str, check: bool, as_json: bool) -> None:
+    """Compare the live schemas of two environments, object by object (tables, indexes, views, triggers).
+
+    \b
+    Example (before a release):
+      d1ops diff staging production
+    """
+    from d1ops.project import status
+
+    want_json(as_json)
+    a, b = project.config.env(first), project.config.env(second)
+    if a.name == b.name:
+        raise UsageError("Give two different environments.")
+    items = status.diff_envs(project, a, b)
+    if as_json:
+        emit_json({"first": a.name, "second": b.name, "differences": [d.to_dict() for d in items]})
+    else:
+        where = {"missing": f"only in {a.name}", "extra": f"only in {b.name}", "changed": "differs"}
+        for d in items:
+            say(f"{where[d.kind]}: {d.type} {d.name}")
+            if d.expected_sql:
+                say(f"  {a.name}: {d.expected_sql}")
+            if d.live_sql:
+                say(f"  {b.name}: {d.live_sql}")
+        say(f"{a.name} and {b.name}: " + (f"{len(items)} schema object(s) differ." if items else "same schema."))
+    if check and items:
+        sys.exit(EXIT_PENDING)
 
 
 @cli.command()
@@ -257,7 +312,9 @@ def new(project: Project, name: str) -> None:
 @json_option
 @pass_project
 def lint(project: Project, as_json: bool) -> None:
-    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects. Exit 1 on errors.
+    """Check the migrations folder: names, numbering, encoding, SQL remote D1 rejects, and what D1 does to
+    data (drops that fire ON DELETE in other tables, PRAGMA foreign_keys, destructive statements without
+    `-- d1ops: destructive <reason>`). Exit 1 on errors.
 
     \b
     Example:
@@ -266,10 +323,12 @@ def lint(project: Project, as_json: bool) -> None:
     want_json(as_json)
     found = project.migrations()
     if as_json:
-        emit_json([{"level": f.level, "file": f.file, "message": f.message} for f in found.findings])
+        emit_json([f.to_dict() for f in found.findings])
     else:
         for f in found.findings:
-            say(f"{f.level}: {f.file}: {f.message}")
+            at = f":{f.line}" if f.line else ""
+            rule = f" [{f.rule}]" if f.rule else ""
+            say(f"{f.level}: {f.file}{at}:{rule} {f.message}")
         say(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
     if found.errors:
         sys.exit(1)
@@ -285,11 +344,19 @@ def lint(project: Project, as_json: bool) -> None:
 )
 @click.option("--steps", type=int, help="Undo the last N applied migrations.")
 @dry_run_option
+@accept_drift_option
 @yes_option
 @json_option
 @pass_project
 def rollback(
-    project: Project, env: str, to: str | None, steps: int | None, dry_run: bool, yes: bool, as_json: bool
+    project: Project,
+    env: str,
+    to: str | None,
+    steps: int | None,
+    dry_run: bool,
+    accept_drift: bool,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Undo the last applied migrations of ENV with their down files (migrations/down/), newest first,
     all or nothing.
@@ -302,7 +369,9 @@ def rollback(
 
     want_json(as_json)
     confirm = confirm_by_typing(yes)
-    report = rollback_plan.run_rollback(project, env, to=to, steps=steps, dry_run=dry_run, confirm=confirm)
+    report = rollback_plan.run_rollback(
+        project, env, to=to, steps=steps, dry_run=dry_run, confirm=confirm, accept_drift=accept_drift
+    )
     if as_json:
         emit_json(report.to_dict())
         return

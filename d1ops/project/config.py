@@ -46,7 +46,7 @@ TOP_KEYS = (
     "environments",
 )
 ENV_KEYS: tuple[str, ...] = ("name", "target", "wrangler_env", "protected", "skip", "backup", "verify", "database")
-ENV_KEYS += ("fleet", "fleet_file")  # a fleet environment: many databases of the account (Environment.is_fleet)
+ENV_KEYS += ("row_guard", "fleet", "fleet_file")  # fleet: many databases of the account (Environment.is_fleet)
 DATABASE_KEYS = ("name", "binding", "migrations_dir", "baseline", "environments")
 DATABASE_ENV_KEYS = ("binding",)
 TARGETS = ("local", "remote")
@@ -70,6 +70,7 @@ class Environment:
     database: str = ""  # the database's name in environments.yaml (its binding for a one-database file)
     fleet: str | None = None  # a glob over the account's database names ("tenant-*"); or fleet_file: a file of
     fleet_file: str | None = None  # database names or ids, one a line (relative to the project)
+    row_guard: bool = True  # the row guard in every batch that changes this environment (sql/rowguard.py)
 
     @property
     def is_remote(self) -> bool:
@@ -113,6 +114,11 @@ class Config:
     @property
     def several(self) -> bool:
         return len(self.databases) > 1
+
+    @property
+    def schema_cache(self) -> Path:
+        """Where replays of the migrations (drift's expected schemas) are cached."""
+        return self.backups_dir / ".schema-cache"
 
     def env_dir(self, env_name: str) -> Path:
         """Where this database's backups and reports of `env_name` live."""
@@ -382,6 +388,9 @@ def _parse_env(
             f"{here}: key 'database' is for one-database files; with 'databases', set "
             f"databases[].environments.{name}.binding instead."
         )
+    row_guard = item.get("row_guard", True)
+    if not isinstance(row_guard, bool):
+        raise ConfigError(f"{here}: key 'row_guard' must be true or false (default true).")
     fleet, fleet_file = _str(item, "fleet", here) or None, _str(item, "fleet_file", here) or None
     if (fleet and fleet_file) or ((fleet or fleet_file) and target != "remote"):
         raise ConfigError(f"{here}: a fleet takes 'fleet' (a name pattern) or 'fleet_file' (a list), not both, "
@@ -403,6 +412,7 @@ def _parse_env(
         database=spec.name,
         fleet=fleet,
         fleet_file=fleet_file,
+        row_guard=row_guard,
     )
 
 

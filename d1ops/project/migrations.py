@@ -21,7 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from d1ops.errors import ConfigError, UsageError
+from d1ops.sql.drift import DriftItem, check_drift, expected_schema
+from d1ops.sql.lint import Finding, lint_history
+from d1ops.sql.schema import DatabaseSchema
 from d1ops.sql.text import UnfinishedStatement, split_statements
+
+__all__ = ["Finding", "MigrationFile", "MigrationSet", "discover_migrations", "lint_errors"]
 
 DOWN_SUFFIX = ".down.sql"
 IRREVERSIBLE = "-- d1ops: irreversible"
@@ -40,15 +45,6 @@ class MigrationFile:
 
     def read_sql(self) -> str:
         return self.path.read_text(encoding="utf-8")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """Something wrong with the folder: `level` is "error" or "warning"."""
-
-    level: str
-    file: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -178,7 +174,7 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
         if text is None:
             continue  # not UTF-8: reported above, and nothing in it can be judged
         problems = lint_sql(text)
-        findings.extend(Finding("error", m.name, problem) for problem in problems)
+        findings.extend(Finding("error", m.name, problem, rule="transaction-statement") for problem in problems)
         if not problems and not split_statements(text):
             findings.append(Finding("warning", m.name, "holds no SQL statement: is it finished?"))
         if m.down_path is None:
@@ -190,10 +186,36 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
                     f"statements that undo it there, or a first line `{IRREVERSIBLE} <reason>`.",
                 )
             )
+    texts = [(m.name, _text_or_empty(m.path)) for m in files]
+    downs_judged = [(f"{DOWN_DIR}/{m.name}", _text_or_empty(m.down_path)) for m in judged if m.down_path]
+    findings.extend(lint_history(texts, judged_from=len(files) - len(judged), downs=downs_judged))
     return MigrationSet(directory=directory, files=tuple(files), findings=tuple(findings))
 
 
+def schema_drift(
+    migrations: MigrationSet, applied: list[str], live: DatabaseSchema | None, cache_dir: Path
+) -> list[DriftItem] | None:
+    """The objects of a live schema unlike what its applied migrations make, replayed here (None: cannot
+    tell: no schema read, a migration applied there has no file here, or the history does not replay)."""
+    files = migrations.by_name()
+    if live is None or any(name not in files for name in applied):
+        return None
+    expected = expected_schema(
+        [(files[n].name, files[n].checksum, _text_or_empty(files[n].path)) for n in applied], cache_dir
+    )
+    return None if expected is None else check_drift(expected, live)
+
+
+def lint_errors(migrations: MigrationSet) -> list[Finding]:
+    """The findings that make migrate refuse (lint's errors: names, numbering, SQL D1 would mishandle)."""
+    return migrations.errors
+
+
 _TRANSACTION = re.compile(r"^(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
+
+
+def _text_or_empty(path: Path) -> str:
+    return _text_or_none(path) or ""
 
 
 def _text_or_none(path: Path) -> str | None:

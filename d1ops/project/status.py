@@ -10,8 +10,10 @@ from d1ops.changes.migrate import find_drift
 from d1ops.errors import WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
+from d1ops.project.migrations import schema_drift
 from d1ops.project.project import Project
 from d1ops.run.tracking import EnvState, read_state, read_states
+from d1ops.sql.drift import DriftItem
 
 APPLIED, PENDING, SKIPPED, DRIFTED, MISSING_FILE = "applied", "pending", "skipped", "drifted", "missing-file"
 NOT_READ, NO_CREDENTIALS_CELL = (
@@ -44,6 +46,7 @@ class StatusReport:
     database: str = ""
     unavailable: dict[str, str] = field(default_factory=dict)  # env → why it could not be read
     fleets: dict[str, dict[str, Any]] = field(default_factory=dict)  # a fleet's column: its summary (run/fleet_status)
+    schema_drift: dict[str, list[DriftItem]] = field(default_factory=dict)  # env → objects unlike the migrations'
 
     @property
     def complete(self) -> bool:
@@ -56,7 +59,7 @@ class StatusReport:
 
     @property
     def needs_attention(self) -> bool:
-        return bool(self.count(PENDING) or self.count(DRIFTED))
+        return bool(self.count(PENDING) or self.count(DRIFTED) or any(self.schema_drift.values()))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,7 +84,7 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
 
     def guarded(env: Environment) -> EnvState:
         try:
-            return read_state(project.wrangler, env)
+            return read_state(project.wrangler, env, with_schema=True)
         except WranglerError as exc:
             if len(envs) == 1:  # the one environment asked for: its error is the answer
                 raise
@@ -121,6 +124,13 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
                 env.name, Cell(NOT_READ if env.name in unavailable else PENDING if row.file_checksum else "-")
             )
     warnings = [f"{f.file}: {f.message}" for f in migrations.findings]
+    drifted_schemas: dict[str, list[DriftItem]] = {}
+    for name, state in states.items():
+        items = schema_drift(migrations, list(state.applied), state.schema, project.config.schema_cache)
+        if items is None:
+            warnings.append(f"{name}: schema drift not checked: its applied migrations do not replay here.")
+        else:
+            drifted_schemas[name] = items
     return StatusReport(
         envs=[e.name for e in envs],
         migrations=list(rows.values()),
@@ -129,6 +139,7 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
         locks={name: state.lock_owner for name, state in states.items()},
         database=project.config.database,
         unavailable=unavailable,
+        schema_drift=drifted_schemas,
     )
 
 
@@ -140,3 +151,17 @@ def empty_report(project: Project) -> StatusReport:
 
 def _bind(read: Callable[[Environment], EnvState], env: Environment) -> Callable[[], EnvState]:
     return lambda: read(env)
+
+
+def diff_envs(project: Project, first: Environment, second: Environment) -> list[DriftItem]:
+    """How the live schema of `second` differs from that of `first` (missing: only in first; extra: only in
+    second): two wrangler processes, side by side."""
+    from d1ops.sql.drift import check_drift
+
+    readers = {
+        e.name: _bind(lambda env: read_state(project.wrangler, env, with_schema=True), e) for e in (first, second)
+    }
+    states = read_states(project.wrangler, [first, second], readers=readers)
+    a, b = states[first.name].schema, states[second.name].schema
+    assert a is not None and b is not None
+    return check_drift(a, b)

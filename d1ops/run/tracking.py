@@ -17,12 +17,13 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from d1ops.errors import WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.migrations import MigrationFile
+from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, schema_from
 from d1ops.sql.text import quote
 from d1ops.wrangler.runner import Wrangler
 
@@ -86,6 +87,7 @@ class EnvState:
     lock_acquired_at: str | None = None
     lock_expires_at: str | None = None
     taken_over: str | None = None  # the holder of the expired lease this run took over, if any
+    schema: DatabaseSchema | None = None  # read in the same call when asked (status: drift)
 
     @property
     def applied_names(self) -> list[str]:
@@ -143,11 +145,14 @@ def _applied_from(rows: list[dict[str, object]]) -> dict[str, AppliedMigration]:
     return applied
 
 
-def read_state(wrangler: Wrangler, env: Environment) -> EnvState:
-    """Read applied migrations without writing anything: 1 wrangler process (2 on a never-tracked database)."""
+def read_state(wrangler: Wrangler, env: Environment, *, with_schema: bool = False) -> EnvState:
+    """Read applied migrations without writing anything: 1 wrangler process (2 on a never-tracked database).
+    `with_schema`: the schema too, in the same call."""
+    extra = f"\n{SCHEMA_READ}" if with_schema else ""
     try:
-        result = wrangler.execute(env, command=f"{_STATE_QUERY};\n{_LOCK_QUERY};")
-        return _state_from(env, result[0].results, result[1].results)
+        result = wrangler.execute(env, command=f"{_STATE_QUERY};\n{_LOCK_QUERY};{extra}")
+        state = _state_from(env, result[0].results, result[1].results)
+        return replace(state, schema=schema_from(result)) if with_schema else state
     except WranglerError as exc:
         if "no such table" not in exc.detail:
             raise
@@ -168,12 +173,13 @@ def read_state(wrangler: Wrangler, env: Environment) -> EnvState:
         )
     if LOCK_TABLE in present:
         queries.append(_LOCK_QUERY)
-    if not queries:
+    if not queries and not with_schema:
         return EnvState(env=env.name, applied={})
-    result = wrangler.execute(env, command=";\n".join(queries) + ";")
+    result = wrangler.execute(env, command=";\n".join(queries) + (";" if queries else "") + extra)
     rows = result[0].results if WRANGLER_TABLE in present else []
-    lock_rows = result[-1].results if LOCK_TABLE in present else []
-    return _state_from(env, rows, lock_rows)
+    lock_rows = result[len(queries) - 1].results if LOCK_TABLE in present else []
+    state = _state_from(env, rows, lock_rows)
+    return replace(state, schema=schema_from(result)) if with_schema else state
 
 
 def _state_from(env: Environment, rows: list[dict[str, object]], lock_rows: list[dict[str, object]]) -> EnvState:

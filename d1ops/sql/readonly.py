@@ -8,10 +8,15 @@ list; anything else — or anything SQLite cannot compile there — counts as a 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable
 
-from d1ops.sql.text import UnfinishedStatement, split_statements
+from d1ops.sql.text import UnfinishedStatement, code_and_text, split_statements
+
+# Only these can be read-only; anything else is a write whatever it compiles to where it is judged (a
+# `DROP TABLE IF EXISTS t` compiles to nothing against a schema that lacks t, and t may exist on the database).
+_READ_VERBS = {"SELECT", "WITH", "VALUES", "EXPLAIN", "PRAGMA"}
 
 _READ_ACTIONS = {
     sqlite3.SQLITE_SELECT,
@@ -71,6 +76,9 @@ def is_read_only(sql: str, schema: sqlite3.Connection) -> bool:
     schema.set_authorizer(authorize)
     try:
         for statement in statements:
+            verb = re.match(r"[\s(]*([A-Za-z]*)", "".join(p for k, p in code_and_text(statement) if k != "comment"))
+            if verb is None or verb.group(1).upper() not in _READ_VERBS:
+                return False
             try:
                 schema.execute("EXPLAIN " + statement.rstrip().rstrip(";"))
             except sqlite3.Error:

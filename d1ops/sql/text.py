@@ -214,9 +214,58 @@ def split_statements(sql: str) -> list[str]:
         raise exc.in_text(sql) from None
 
 
+_KINDS = {"'": "string", '"': "identifier", "`": "identifier", "[": "identifier", "--": "comment", "/*": "comment"}
+_OPENER_RE = re.compile(r"'|\"|`|\[|--|/\*")
+
+
+def code_and_text(sql: str) -> Iterator[tuple[str, str]]:
+    """The SQL cut into ("code" | "string" | "identifier" | "comment", text) parts, quotes and comment marks
+    kept with their part; joined again they are the SQL."""
+    i, n = 0, len(sql)
+    while i < n:
+        match = _OPENER_RE.search(sql, i)
+        if match is None:
+            yield "code", sql[i:]
+            return
+        if match.start() > i:
+            yield "code", sql[i : match.start()]
+        opener = match.group()
+        closer = _CLOSERS[opener]
+        end = match.end()
+        while True:
+            found = sql.find(closer, end)
+            if found < 0:
+                end = n
+                break
+            end = found + len(closer)
+            if opener in ("'", '"', "`") and sql.startswith(opener, end):  # a doubled quote
+                end += 1
+                continue
+            break
+        yield _KINDS[opener], sql[match.start() : end]
+        i = end
+
+
+def protect_transaction_text(sql: str) -> str:
+    """The SQL with no "BEGIN TRANSACTION" left for wrangler to find: in a string literal it is sent as
+    ('…BEGIN TRANSACT' || 'ION…') (the same TEXT), in a comment it is spelled BEGIN_TRANSACTION. Statements
+    that are transactions themselves are left alone (lint refuses them)."""
+    if WRANGLER_TRANSACTION not in sql:
+        return sql
+    parts = []
+    for kind, part in code_and_text(sql):
+        if WRANGLER_TRANSACTION in part and kind == "string":
+            part = "(" + part.replace(WRANGLER_TRANSACTION, "BEGIN TRANSACT' || 'ION") + ")"
+        elif WRANGLER_TRANSACTION in part and kind == "comment":
+            part = part.replace(WRANGLER_TRANSACTION, "BEGIN_TRANSACTION")
+        parts.append(part)
+    return "".join(parts)
+
+
 def sql_for_batch(sql: str) -> str:
-    """A migration's SQL made safe to append statements to: a final newline, and a final `;`."""
-    text = sql.rstrip("\n") + "\n"
+    """A change's SQL made safe to send: text wrangler would rewrite protected (protect_transaction_text), a
+    final newline, and a final `;` to append statements to."""
+    text = protect_transaction_text(sql).rstrip("\n") + "\n"
     if text.strip() and not sqlite3.complete_statement(text):
         text += ";\n"
     return text

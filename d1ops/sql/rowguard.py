@@ -1,0 +1,289 @@
+"""The row guard: statements that run inside a change's own atomic batch, around its SQL, and make the batch
+fail when a table loses rows (or foreign-key links) that the change did not declare.
+
+D1 runs a batch in a transaction, where `PRAGMA foreign_keys=OFF` does nothing: `DROP TABLE parent` (SQLite's
+table rebuild, as drizzle-kit writes it) deletes every row of the parent first and fires ON DELETE CASCADE /
+SET NULL / SET DEFAULT in every child. wrangler then says "applied". The guard counts each table's rows (and
+the set links of each SET NULL / SET DEFAULT foreign key) at the batch's start, into `_d1ops_guard`, and
+compares at its end. A loss makes the last guard statement raise an SQL error whose text is the message
+(SQLite prints a bad JSON path in full: "JSON path error near '…'" / "bad JSON path: '…'"), so D1 rolls the
+whole batch back and wrangler's error names each table, the rows lost, and the cause. No extra process.
+
+Expected losses, decided by SQLite's authorizer while the change's statements are compiled against a copy of
+the live schema: a table the change DELETEs from, DROPs or renames, a column it UPDATEs. A line
+`-- d1ops: loses rows in TABLE[, TABLE…] <reason>` declares the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from d1ops.project.config import Environment
+from d1ops.sql.schema import DatabaseSchema, ForeignKey, lower
+from d1ops.sql.text import ident, quote, split_statements
+
+GUARD_TABLE = "_d1ops_guard"
+LOST_TABLE = "_d1ops_guard_lost"
+GUARD_MARK = "d1ops row guard"
+# Tables whose rows the batch itself changes: the tracking tables (the release deletes the lock row).
+UNGUARDED = {"d1_migrations", "d1ops_migrations", "d1ops_lock", GUARD_TABLE, LOST_TABLE}
+LOSS_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT")
+DECLARATION = re.compile(r"^\s*--\s*d1ops:\s*loses\s+rows\s+in\s+(?P<rest>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """One count the guard takes: a table's rows, or the set values of a foreign key's columns."""
+
+    table: str
+    columns: tuple[str, ...] = ()  # () for the row count
+    action: str = ""  # the foreign key's ON DELETE action, for links
+    default: str | None = None  # SET DEFAULT: the columns' default (SQL text)
+    cause: str = ""
+
+    @property
+    def what(self) -> str:
+        return "rows" if not self.columns else f"links in {', '.join(self.columns)}"
+
+    def count_sql(self) -> str:
+        table = ident(self.table)
+        if not self.columns:
+            return f"SELECT count(*) FROM {table}"
+        if self.action == "SET DEFAULT" and self.default is not None and len(self.columns) == 1:
+            return f"SELECT count(*) FROM {table} WHERE {ident(self.columns[0])} IS NOT ({self.default})"
+        return f"SELECT count(*) FROM {table} WHERE " + " AND ".join(f"{ident(c)} IS NOT NULL" for c in self.columns)
+
+
+@dataclass
+class Effects:
+    """What a change's statements do, as SQLite's authorizer saw them compiling (outside triggers)."""
+
+    deleted: dict[str, str] = field(default_factory=dict)  # lower(table) → "DELETE FROM t" / "DROP TABLE t"
+    dropped: set[str] = field(default_factory=set)
+    renamed: set[str] = field(default_factory=set)
+    updated: set[tuple[str, str]] = field(default_factory=set)  # (lower(table), lower(column))
+    declared: dict[str, str] = field(default_factory=dict)  # lower(table) → reason
+    where: dict[str, str] = field(default_factory=dict)  # lower(table) → the migration that deletes from it
+
+
+@dataclass(frozen=True)
+class RowGuard:
+    start: list[str]
+    end: list[str]
+    guarded: list[Guarded]
+    effects: Effects
+
+    @property
+    def start_sql(self) -> str:
+        return "".join(s + ";\n" for s in self.start)
+
+    @property
+    def end_sql(self) -> str:
+        return "".join(s + ";\n" for s in self.end)
+
+
+def declared_losses(sql: str) -> dict[str, str]:
+    """The tables `-- d1ops: loses rows in TABLE[, TABLE…] <reason>` lines name, with their reason."""
+    found: dict[str, str] = {}
+    for match in DECLARATION.finditer(sql):
+        words = match.group("rest").split()
+        tables: list[str] = []
+        while words:
+            word = words.pop(0)
+            more = word.endswith(",")
+            tables += [t.strip('"`[]') for t in word.split(",") if t]
+            if not more and not (words and words[0].startswith(",")):
+                break
+        reason = " ".join(words).lstrip(", ")
+        found.update({t.lower(): reason for t in tables})
+    return found
+
+
+def scratch_of(schema: DatabaseSchema) -> sqlite3.Connection:
+    """An in-memory database holding this schema (no rows)."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    for ddl in schema.restore_ddl():
+        try:
+            conn.execute(ddl)
+        except sqlite3.Error:
+            continue  # e.g. a module the local SQLite lacks: its table is not guarded anyway
+    return conn
+
+
+def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) -> Effects:
+    """Run the migrations' statements in `conn` (a schema without rows), noting what each does to tables."""
+    effects = Effects()
+    current: list[str] = ["", ""]  # migration, statement
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, trigger: str | None) -> int:
+        if trigger is not None or arg1 is None:
+            return sqlite3.SQLITE_OK
+        name = arg1.lower()
+        if action == sqlite3.SQLITE_DELETE and not name.startswith("sqlite_"):
+            effects.deleted.setdefault(name, f"DELETE FROM {arg1}")
+            effects.where.setdefault(name, current[0])
+        elif action == sqlite3.SQLITE_DROP_TABLE:
+            effects.dropped.add(name)
+            effects.deleted[name] = f"DROP TABLE {arg1}"
+            effects.where[name] = current[0]
+        elif action == sqlite3.SQLITE_ALTER_TABLE and arg2 is not None:
+            effects.renamed.add(arg2.lower())
+        elif action == sqlite3.SQLITE_UPDATE and arg2 is not None:
+            effects.updated.add((name, arg2.lower()))
+        return sqlite3.SQLITE_OK
+
+    conn.set_authorizer(authorize)
+    try:
+        for name, sql in migrations:
+            current[0] = name
+            effects.declared.update(declared_losses(sql))
+            for statement in split_statements(sql):
+                try:
+                    conn.execute(statement)
+                except sqlite3.Error:
+                    continue  # the batch itself will report it
+    finally:
+        conn.set_authorizer(None)
+    return effects
+
+
+def _causes(schema: DatabaseSchema, effects: Effects) -> dict[tuple[str, str], str]:
+    """(lower(child), foreign key columns) → the cause of a loss there: an ON DELETE action reached from a
+    table the change deletes from, directly or through other cascades."""
+    causes: dict[tuple[str, str], str] = {}
+    frontier = {
+        t: text + (f" in {effects.where[t]}" if effects.where.get(t) else "") for t, text in effects.deleted.items()
+    }
+    seen = set(frontier)
+    while frontier:
+        reached: dict[str, str] = {}
+        for fk in schema.foreign_keys:
+            parent = fk.parent.lower()
+            if parent not in frontier or fk.on_delete not in LOSS_ACTIONS:
+                continue
+            source = frontier[parent]
+            cause = f"ON DELETE {fk.on_delete} from {source}"
+            causes.setdefault((fk.child.lower(), ",".join(fk.columns).lower()), cause)
+            if fk.on_delete == "CASCADE" and fk.child.lower() not in seen:
+                reached[fk.child.lower()] = cause
+        seen |= set(reached)
+        frontier = reached
+    return causes
+
+
+def _default_of(conn: sqlite3.Connection, table: str, column: str) -> str | None:
+    try:
+        rows = conn.execute(f"PRAGMA table_info({ident(table)})").fetchall()
+    except sqlite3.Error:
+        return None
+    return next((r[4] for r in rows if str(r[1]).lower() == column.lower()), None)
+
+
+def row_guard(schema: DatabaseSchema, migrations: Sequence[tuple[str, str]]) -> RowGuard:
+    """The guard's statements for a batch that applies these (name, SQL) changes to a database of `schema`.
+
+    `start` goes first in the batch (after the lease guard), `end` after the last change's SQL. Pure: it
+    starts no process; the schema is the one the run read under its lock.
+    """
+    conn = scratch_of(schema)
+    try:
+        defaults = {
+            (fk.child, fk.columns[0]): _default_of(conn, fk.child, fk.columns[0])
+            for fk in schema.foreign_keys
+            if fk.on_delete == "SET DEFAULT" and len(fk.columns) == 1
+        }
+        effects = effects_of(conn, migrations)
+    finally:
+        conn.close()
+    expected = set(effects.deleted) | effects.dropped | effects.renamed | set(effects.declared)
+    causes = _causes(schema, effects)
+    guarded: list[Guarded] = []
+    for table in schema.tables:
+        key = table.lower()
+        if key in lower(UNGUARDED) or key in expected:
+            continue
+        guarded.append(Guarded(table, cause=_row_cause(schema.foreign_keys, key, causes)))
+        for fk in schema.foreign_keys:
+            if fk.child.lower() != key or fk.on_delete not in ("SET NULL", "SET DEFAULT"):
+                continue
+            if any((key, c.lower()) in effects.updated for c in fk.columns):
+                continue  # the change sets these columns itself
+            guarded.append(
+                Guarded(
+                    table,
+                    fk.columns,
+                    fk.on_delete,
+                    defaults.get((fk.child, fk.columns[0])) if fk.on_delete == "SET DEFAULT" else None,
+                    causes.get((key, ",".join(fk.columns).lower()), ""),
+                )
+            )
+    return RowGuard(_start(guarded), _end(guarded, [n for n, _ in migrations]), guarded, effects)
+
+
+def _row_cause(fks: Sequence[ForeignKey], table: str, causes: dict[tuple[str, str], str]) -> str:
+    for fk in fks:
+        cause = causes.get((table, ",".join(fk.columns).lower()), "")
+        if fk.child.lower() == table and fk.on_delete == "CASCADE" and cause:
+            return cause
+    return ""
+
+
+def _start(guarded: list[Guarded]) -> list[str]:
+    if not guarded:
+        return []
+    return [
+        f"DROP TABLE IF EXISTS {ident(GUARD_TABLE)}",
+        f"DROP TABLE IF EXISTS {ident(LOST_TABLE)}",
+        f"CREATE TABLE {ident(GUARD_TABLE)} (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+        f"CREATE TABLE {ident(LOST_TABLE)} (msg TEXT NOT NULL)",
+        *(f"INSERT INTO {ident(GUARD_TABLE)} VALUES ({i}, ({g.count_sql()}))" for i, g in enumerate(guarded, 1)),
+    ]
+
+
+def _end(guarded: list[Guarded], names: list[str]) -> list[str]:
+    if not guarded:
+        return []
+    checks = []
+    for i, g in enumerate(guarded, 1):
+        cause = f" ({g.cause})" if g.cause else ""
+        now = f"({g.count_sql()})"
+        checks.append(
+            f"INSERT INTO {ident(LOST_TABLE)} SELECT {quote(g.table + ' lost ')} || (g.n - {now}) || "
+            f"{quote(' ' + g.what + cause)} FROM {ident(GUARD_TABLE)} g WHERE g.id = {i} AND {now} < g.n"
+        )
+    declare = "-- d1ops: loses rows in TABLE[, TABLE…] <reason>"
+    head = f"{GUARD_MARK}: {', '.join(names) or 'the change'} would lose data: "
+    tail = f". Nothing was applied. If the loss is intended, add the line `{declare}` to the migration."
+    return [
+        *checks,
+        f"SELECT json_extract('{{}}', {quote('$ ' + head)} || group_concat(msg, '; ') || {quote(tail)}) "
+        f"FROM {ident(LOST_TABLE)} HAVING count(*) > 0",
+        f"DROP TABLE {ident(LOST_TABLE)}",
+        f"DROP TABLE {ident(GUARD_TABLE)}",
+    ]
+
+
+def row_guard_warning(env: Environment) -> str | None:
+    """What every run prints while the row guard is off for `env` (`row_guard: false`)."""
+    if env.row_guard:
+        return None
+    return (
+        f"row_guard is off for {env.name} in environments.yaml: a migration that loses rows (e.g. a table rebuild "
+        "that fires ON DELETE CASCADE on D1) applies without a word. Remove `row_guard: false` to turn it back on."
+    )
+
+
+def guard_failure(text: str) -> str | None:
+    """The guard's message out of an SQL error text (wrangler's, SQLite's), or None when it is another error."""
+    at = text.find(GUARD_MARK)
+    if at < 0:
+        return None
+    message = text[at:]
+    for end in ("'\"", "': SQLITE", "'"):
+        cut = message.rfind(end)
+        if cut > 0 and "Nothing was applied" in message[:cut]:
+            return message[:cut]
+    return message
