@@ -29,6 +29,9 @@ class ExecuteChange(Change):
         self.sql, self.from_file = sql, from_file
         self.results: list[Statement] = []
 
+    def read(self, run: Run) -> None:
+        run.lock_and_read(with_schema=True)  # the schema, for the row guard: in the same call
+
     def describe(self) -> str:
         shown = self.sql if len(self.sql) < 400 else self.sql[:400] + "…"
         return f"Execute on {self.env.name}:\n{shown}"
@@ -42,7 +45,7 @@ class ExecuteChange(Change):
 
     def apply(self, run: Run) -> None:
         # The user's SQL, then the release of our lock: one call, one atomic batch.
-        self.results = send_batch(run, Batch("execute", sql_for_batch(self.sql)))
+        self.results = send_batch(run, Batch("execute", sql_for_batch(self.sql), guard=[("execute", self.sql)]))
         run.report.details = {"results": [{"results": s.results, "meta": s.meta} for s in self.results]}
 
 

@@ -23,6 +23,7 @@ from d1ops.run.replay import Step, explain_failure
 from d1ops.run.report import MigrationOutcome, RunReport, elapsed_ms
 from d1ops.run.sequence import Change, Confirm, Run, run_change
 from d1ops.run.tracking import CHECKSUM_TABLE, EnvState, actor, migration_batch, read_state, read_states
+from d1ops.sql.rowguard import schema_after
 from d1ops.sql.text import quote, sql_for_batch
 from d1ops.support import progress
 
@@ -220,7 +221,8 @@ class MigrateChange(Change):
         body += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
         started = time.monotonic()
         try:
-            result = send_batch(run, Batch(self.command, body, release=True))
+            guard = [(m.name, sql) for m, sql in zip(pending, self.sqls, strict=True)]
+            result = send_batch(run, Batch(self.command, body, guard=guard))
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
@@ -244,7 +246,7 @@ class MigrateChange(Change):
         who = actor()
         for i, (m, sql, outcome) in enumerate(zip(pending, self.sqls, outcomes, strict=True)):
             last = i == len(pending) - 1
-            batch = Batch(f"{i:04d}-{m.name}", migration_batch(m, sql, who), release=last)
+            batch = Batch(f"{i:04d}-{m.name}", migration_batch(m, sql, who), release=last, guard=[(m.name, sql)])
             progress.step(f"Applying {m.name} to {self.env.name} ({i + 1}/{len(pending)}, one by one)")
             started = time.monotonic()
             try:
@@ -263,6 +265,12 @@ class MigrateChange(Change):
                 ) from exc
             outcome.result = "applied"
             outcome.duration_ms, outcome.timing = elapsed_ms(started), "process"
+            if run.schema is not None and not last:  # the next file's row guard counts the tables this one left
+                run.schema = schema_after(run.schema, sql)
+                if run.schema is None:
+                    run.report.warnings.append(
+                        f"the row guard did not watch the files after {m.name}: it does not replay"
+                    )
 
     def read_back(self, run: Run, cause: OutcomeUnknown) -> MigrationFailed:
         return read_back_applied(run, cause)

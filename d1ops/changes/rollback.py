@@ -185,7 +185,8 @@ class RollbackChange(Change):
         body = "".join(rollback_batch(u) for u in self.undos)
         started = time.monotonic()
         try:
-            send_batch(run, Batch("rollback", body, keep_results=False))
+            guard = [(f"{DOWN_DIR}/{u.name}", u.down) for u in self.undos]
+            send_batch(run, Batch("rollback", body, keep_results=False, guard=guard))
         except OutcomeUnknown:
             raise
         except WranglerError as exc:

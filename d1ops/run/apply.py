@@ -3,8 +3,9 @@
 Every change (migrate, promote, rollback, execute, adopt, restore) hands the run what it wants applied, as a
 `Batch`; `send_batch` alone wraps it and sends it:
 
-    lease guard (fails the whole batch if this run no longer holds the lease)
-    → the change's statements and tracking rows → the lock's release → one `wrangler d1 execute --file`
+    lease guard (fails the whole batch if this run no longer holds the lease) → row guard's counts
+    → the change's statements and tracking rows → row guard's check (fails the batch on undeclared loss)
+    → the lock's release → one `wrangler d1 execute --file`
 
 D1 runs the file atomically. After a failed batch, whether the lease guard refused it is read from the lock
 row itself (`lease_lost`), never from the text of an error. After a call whose outcome is unknown,
@@ -18,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
-from d1ops.errors import LockHeld, OutcomeUnknown, WranglerError
+from d1ops.errors import LockHeld, MigrationFailed, OutcomeUnknown, WranglerError
 from d1ops.run.lease import lease_guard_sql, read_lock_holder, release_lock_sql
 from d1ops.run.tracking import EnvState, read_state
+from d1ops.sql.rowguard import RowGuard, guard_failure, row_guard
 from d1ops.wrangler.runner import Statement
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class Batch:
     keep_results: bool = True  # False: wrangler's per-statement results are not kept (large restores)
     release: bool = True  # False: the batch leaves the lock to the run (one-by-one migrations before the last)
     ends_lease: bool = False  # the body itself ends the lease (a whole restore drops and replaces the lock table)
+    guard: list[tuple[str, str]] | None = None  # (name, SQL) of the changes the row guard watches (None: no guard)
 
 
 def batch_text(owner: str, body: str, *, release: bool = True) -> str:
@@ -53,18 +56,24 @@ def send_batch(run: Run, batch: Batch) -> list[Statement]:
     Raises OutcomeUnknown when the call may have reached D1 but did not finish; LockHeld when the lease guard
     refused the batch (nothing applied); WranglerError for any other failure (nothing applied)."""
     path = run.work / f"{batch.name}.sql"
+    guard = row_guard_of(run, batch)
     with path.open("w", encoding="utf-8") as out:
         out.write(lease_guard_sql(run.owner))
+        out.write(guard.start_sql if guard else "")
         if isinstance(batch.body, str):
             out.write(batch.body)
         else:
             batch.body(out)
+        out.write(guard.end_sql if guard else "")
         if batch.release:
             out.write(release_lock_sql(run.owner))
     try:
         result = run.wrangler.execute(run.env, file=path, discard_results=not batch.keep_results)
     except WranglerError as exc:
-        if not isinstance(exc, OutcomeUnknown):  # an answer from D1: the batch did nothing; was it our lease?
+        if not isinstance(exc, OutcomeUnknown):  # an answer from D1: the batch did nothing; why?
+            refused = guard_failure(exc.detail) if guard else None
+            if refused is not None:
+                raise MigrationFailed(f"{refused}\nFix the migration, or declare the loss.") from exc
             lost = lease_lost(run, batch.name)
             if lost is not None:
                 raise lost from exc
@@ -73,7 +82,18 @@ def send_batch(run: Run, batch: Batch) -> list[Statement]:
         run.applied()
     if not batch.keep_results or len(result) < 2:
         return []
-    return result[1:-1] if batch.release else result[1:]
+    first = 1 + (len(guard.start) if guard else 0)
+    last = len(result) - (1 if batch.release else 0) - (len(guard.end) if guard else 0)
+    return result[first:last]
+
+
+def row_guard_of(run: Run, batch: Batch) -> RowGuard | None:
+    """The row guard around this batch: each table's rows (and SET NULL / SET DEFAULT links) counted at its
+    start and checked at its end, inside the same atomic batch (no extra process). None when the batch watches
+    nothing, the environment turned it off (`row_guard: false`), or the schema was not read."""
+    if batch.guard is None or not run.env.row_guard or run.schema is None:
+        return None
+    return row_guard(run.schema, batch.guard)
 
 
 def lease_lost(run: Run, command: str) -> LockHeld | None:

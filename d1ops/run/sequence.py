@@ -37,6 +37,7 @@ from d1ops.run.lease import lock_and_read_state, new_lock_owner, release_lock
 from d1ops.run.report import RunReport, finish
 from d1ops.run.safety import take_safety
 from d1ops.run.tracking import EnvState, read_state
+from d1ops.sql.rowguard import row_guard_warning
 from d1ops.sql.schema import DatabaseSchema
 from d1ops.support import progress
 from d1ops.support.files import utc_now
@@ -193,6 +194,9 @@ def run_change(project: Project, change: Change, *, dry_run: bool = False, confi
         with tempfile.TemporaryDirectory(prefix="d1ops-run-") as tmp:
             run.work = Path(tmp)
             change.prepare(run)
+            off = row_guard_warning(env)
+            if off:
+                report.warnings.append(off)
             progress.step(f"Reading {env.name}")
             change.read(run)
             pause_point("locked")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from d1ops.project.config import Environment
-from d1ops.sql.schema import DatabaseSchema, ForeignKey, lower
+from d1ops.sql.schema import DatabaseSchema, ForeignKey, lower, read_schema_sqlite
 from d1ops.sql.text import ident, quote, split_statements
 
 GUARD_TABLE = "_d1ops_guard"
@@ -111,6 +111,18 @@ def scratch_of(schema: DatabaseSchema) -> sqlite3.Connection:
         except sqlite3.Error:
             continue  # e.g. a module the local SQLite lacks: its table is not guarded anyway
     return conn
+
+
+def schema_after(schema: DatabaseSchema, sql: str) -> DatabaseSchema | None:
+    """The schema once `sql` has run on `schema` (replayed in memory, no rows); None if it does not replay here."""
+    conn = scratch_of(schema)
+    try:
+        conn.executescript(sql)
+        return read_schema_sqlite(conn)
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) -> Effects:
