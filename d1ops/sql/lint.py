@@ -7,7 +7,7 @@ Rules:
 - `fk-drop` (error): DROP TABLE of a table others reference with ON DELETE CASCADE / SET NULL / SET DEFAULT.
   On D1 the drop deletes its rows first and fires those actions (PRAGMA foreign_keys=OFF does nothing in
   D1's transaction). A child the same file drops later, without copying it first, is not at risk.
-- `foreign-keys-pragma` (warning): `PRAGMA foreign_keys=…` has no effect on D1 (harmless itself: `fk-drop` is the error).
+- `foreign-keys-pragma` (warning): `PRAGMA foreign_keys=…` has no effect on D1 (harmless itself; `fk-drop` errs).
 - `transaction-text` (warning): "BEGIN TRANSACTION" / "COMMIT;" inside a string or a comment; d1ops sends
   it protected (sql/text.py protect_transaction_text), wrangler would otherwise delete it.
 - `destructive` (error, migrations only): DROP TABLE, DROP COLUMN, DELETE or UPDATE without WHERE need a line
