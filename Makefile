@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 D1OPS := $(BIN)/d1ops
 
-.PHONY: install test lint migrate-dev migrate-staging migrate-prod backup bench clean
+.PHONY: install test test-fast lint migrate-dev migrate-staging migrate-prod backup bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -17,9 +17,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The whole suite, real wrangler included; it ends with the number of wrangler processes it started.
 test: install
 	$(BIN)/ruff check d1ops tests bench
 	$(BIN)/python -m pytest -n 3 -q
+
+# The tests that start no wrangler process (under a minute): logic, parsing, SQL, the CLI's refusals.
+test-fast: install
+	$(BIN)/ruff check d1ops tests bench
+	$(BIN)/python -m pytest -q -m "not wrangler"
 
 lint: install
 	$(BIN)/ruff check d1ops tests bench

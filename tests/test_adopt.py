@@ -10,6 +10,8 @@ import pytest
 from d1ops.project.project import open_projects
 from tests.conftest import THREE_LOCAL_WRANGLER, Proj, make_project
 
+pytestmark = pytest.mark.wrangler  # every test runs d1ops on the `history` project
+
 ENVIRONMENTS = """\
 database: DB
 wrangler_config: wrangler.toml
@@ -44,10 +46,7 @@ def history(tmp_path: Path) -> Proj:
 
 
 def _users(proj: Proj, env: str) -> int:
-    project = open_projects(proj.config)[0]
-    return int(
-        project.wrangler.execute(project.config.env(env), command="SELECT count(*) AS n FROM users")[0].results[0]["n"]
-    )
+    return int(proj.query("SELECT count(*) FROM users", env)[0][0])
 
 
 def _wrangler_pending(proj: Proj, env: str) -> list[str]:
@@ -79,11 +78,10 @@ def test_adopting_a_history_that_fails_on_an_empty_database(history: Proj) -> No
     assert status.exit_code == 0, status.output
     assert "dev: 3 applied, 0 pending." in status.output and "staging: 3 applied, 0 pending." in status.output
     assert _wrangler_pending(history, "dev") == []
-    project = open_projects(history.config)[0]
     sql = "SELECT m.name, c.applied_by FROM d1_migrations m JOIN d1ops_migrations c USING (name) ORDER BY m.id"
-    rows = project.wrangler.execute(project.config.env("dev"), command=sql)[0].results
-    assert [r["name"] for r in rows] == ["0001_init.sql", "0002_email_index.sql", "0003_add_email.sql"]
-    assert all(str(r["applied_by"]).startswith("adopted by ") for r in rows)
+    rows = history.query(sql, "dev")
+    assert [name for name, _ in rows] == ["0001_init.sql", "0002_email_index.sql", "0003_add_email.sql"]
+    assert all(str(applied_by).startswith("adopted by ") for _, applied_by in rows)
 
     history.write("migrations/0004_add_plan.sql", "ALTER TABLE users ADD COLUMN plan TEXT;\n")
     assert _wrangler_pending(history, "dev") == ["0004_add_plan.sql"]  # wrangler agrees on what is next

@@ -94,6 +94,7 @@ def test_missing_binding_error_lists_bindings_and_shows_the_projects_syntax(two:
     assert '[[env.staging.d1_databases]]\nbinding = "ANALYTIC_STAGING"' in result.output
 
 
+@pytest.mark.wrangler
 def test_migrate_status_backup_prune_and_restore_keep_two_databases_apart(two: Proj) -> None:
     result = two.run("migrate", "dev")
     assert result.exit_code == 0, result.output

@@ -23,6 +23,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Proj:
     return make_project(tmp_path / "p", environments=REMOTE_ENVIRONMENTS)
 
 
+@pytest.mark.wrangler
 def test_status_all_without_credentials_shows_dev_and_names_what_is_missing(remote: Proj) -> None:
     assert remote.run("migrate", "dev").exit_code == 0
     result = remote.run("status", "--all", "--json")
@@ -76,6 +77,7 @@ def test_without_credentials_remote_commands_say_so_in_d1ops_words(remote: Proj)
     assert "d1ops unlock" not in rollback.output  # the refused lock call took no lock
 
 
+@pytest.mark.wrangler
 def test_doctor_passes_warns_without_credentials_and_flags_a_stale_lock(remote: Proj) -> None:
     result = remote.run("doctor")
     assert result.exit_code == 0, result.output
@@ -97,6 +99,7 @@ def test_doctor_passes_warns_without_credentials_and_flags_a_stale_lock(remote: 
     assert "`d1ops unlock dev`" in result.output
 
 
+@pytest.mark.wrangler
 def test_doctor_fails_on_a_refused_call_without_printing_the_token(
     remote: Proj, monkeypatch: pytest.MonkeyPatch
 ) -> None:

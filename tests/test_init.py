@@ -87,6 +87,7 @@ def _run(root: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.wrangler
 @pytest.mark.parametrize(
     ("name", "text", "analytics"),
     [

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from d1ops.errors import ConfigError
-from d1ops.project.project import open_projects
 from d1ops.run import sequence as pipeline
 from d1ops.run.lease import lease_minutes
 from d1ops.wrangler.runner import Wrangler
@@ -35,8 +34,7 @@ def test_lease_minutes_come_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_lock_table_from_before_leases_gets_its_column_in_the_lock_call(proj: Proj) -> None:
-    project = open_projects(proj.config)[0]
-    project.wrangler.execute(project.config.env("dev"), command=OLD_LOCK)
+    proj.sql(OLD_LOCK)
 
     refused = proj.run("migrate", "dev", "--json")
 
@@ -117,14 +115,12 @@ def test_time_travel_restore_releases_the_lease_that_came_back_from_the_past(
 
 def test_a_run_whose_lease_was_taken_over_applies_nothing(proj: Proj, monkeypatch: pytest.MonkeyPatch) -> None:
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
-    project = open_projects(proj.config)[0]
     real = pipeline.take_safety
 
     def safety_then_the_lease_is_taken_over(run: pipeline.Run, change: pipeline.Change) -> None:
         real(run, change)
-        project.wrangler.execute(  # our lease expired meanwhile, and another run took it over
-            project.config.env("dev"),
-            command="DELETE FROM d1ops_lock; INSERT INTO d1ops_lock VALUES "
+        proj.sql(  # our lease expired meanwhile, and another run took it over
+            "DELETE FROM d1ops_lock; INSERT INTO d1ops_lock VALUES "
             "(1, 'the next run', '2026-01-01T00:00:00Z', '2999-01-01T00:00:00Z')",
         )
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pytest_mock import MockerFixture
 
 from tests.conftest import WRANGLER, Proj, make_project
 
@@ -274,13 +275,8 @@ def test_real_project_folder_migrates_in_wranglers_order_to_the_same_schema(tmp_
 
 def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
-    from d1ops.project.project import open_projects
-
-    project = open_projects(proj.config)[0]  # behind d1ops' back: `d1ops execute` of a write takes the lock itself
-    project.wrangler.execute(
-        project.config.env("dev"),
-        command="INSERT INTO d1ops_lock (id, owner, acquired_at) "
-        "VALUES (1, 'ci@runner-7 run 1234', '2026-01-01T00:00:00Z')",
+    proj.sql(  # behind d1ops' back: `d1ops execute` of a write takes the lock itself
+        "INSERT INTO d1ops_lock (id, owner, acquired_at) VALUES (1, 'ci@runner-7 run 1234', '2026-01-01T00:00:00Z')",
     )
     result = proj.run("migrate")
     assert result.exit_code == 1
@@ -301,37 +297,34 @@ def test_a_held_lock_refuses_a_second_run_until_unlocked(proj: Proj) -> None:
         "false == true",
     ],
 )
-def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, monkeypatch, message: str) -> None:
+def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, mocker: MockerFixture, message: str) -> None:
     from d1ops.errors import WranglerError
     from d1ops.wrangler.runner import Wrangler
 
     real_run = Wrangler.run
-    seen: list[list[str]] = []
 
     def run(self: Wrangler, args: list[str], **kwargs: object) -> str:
-        seen.append(list(args))
-        if len(seen) <= 2:  # two busy answers, as when another wrangler process writes the same file
+        if fake.call_count <= 2:  # two busy answers, as when another wrangler process writes the same file
             raise WranglerError(["wrangler", *args], 1, message)
         return real_run(self, args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("d1ops.wrangler.runner.time.sleep", lambda _s: None)
-    monkeypatch.setattr(Wrangler, "run", run)
+    mocker.patch("d1ops.wrangler.runner.time.sleep")
+    fake = mocker.patch.object(Wrangler, "run", autospec=True, side_effect=run)
     result = proj.run("execute", "dev", "--command", "SELECT count(*) AS n FROM users", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["results"] == [{"n": 4}]
     expected = ["d1", "execute", "DB", "--local", "--config", str(proj.root / "wrangler.toml"), "--json", "--yes"]
+    seen = [list(call.args[1]) for call in fake.call_args_list]
     assert seen == [[*expected, "--command", "SELECT count(*) AS n FROM users"]] * 3
 
 
-def test_busy_database_that_stays_locked_is_reported_as_contention(proj: Proj, monkeypatch) -> None:
+def test_busy_database_that_stays_locked_is_reported_as_contention(proj: Proj, mocker: MockerFixture) -> None:
     from d1ops.errors import WranglerError
     from d1ops.wrangler.runner import Wrangler
 
-    def run(self: Wrangler, args: list[str], **kwargs: object) -> str:
-        raise WranglerError(["wrangler", *args], 1, "database is locked: SQLITE_BUSY")
-
-    monkeypatch.setattr("d1ops.wrangler.runner.time.sleep", lambda _s: None)
-    monkeypatch.setattr(Wrangler, "run", run)
+    mocker.patch("d1ops.wrangler.runner.time.sleep")
+    busy = WranglerError(["wrangler", "d1", "execute"], 1, "database is locked: SQLITE_BUSY")
+    mocker.patch.object(Wrangler, "run", side_effect=busy)
     result = proj.run("execute", "dev", "--command", "SELECT 1")
     assert result.exit_code == 1
     assert "stayed locked by another process after 5 tries" in result.output

@@ -44,8 +44,8 @@ def test_promote_dev_to_staging_to_production(proj: Proj) -> None:
     assert proj.run("promote").exit_code == 2  # nothing left to promote
 
 
-def test_production_refuses_a_migration_that_skipped_staging(proj: Proj) -> None:
-    assert proj.run("promote", "--to", "staging").exit_code == 0
+def test_production_refuses_a_migration_that_skipped_staging(staged_proj: Proj) -> None:
+    proj = staged_proj  # promoted to staging (conftest)
     assert proj.run("promote", "--to", "production", "--yes").exit_code == 0
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);\n")
     assert proj.run("migrate", "dev").exit_code == 0
@@ -72,8 +72,8 @@ def test_promote_applies_only_what_the_predecessor_has(proj: Proj) -> None:
     assert "tags" not in proj.tables("staging")
 
 
-def test_edited_applied_migration_blocks_promotion_everywhere(proj: Proj) -> None:
-    assert proj.run("promote", "--to", "staging").exit_code == 0
+def test_edited_applied_migration_blocks_promotion_everywhere(staged_proj: Proj) -> None:
+    proj = staged_proj  # promoted to staging (conftest)
     path = proj.migrations / "0001_initial_schema.sql"
     path.write_text(path.read_text() + "\n-- an innocent-looking edit\n")
 
@@ -92,8 +92,8 @@ def test_edited_applied_migration_blocks_promotion_everywhere(proj: Proj) -> Non
     assert proj.run("status", "--all", "--check").exit_code == 3
 
 
-def test_protected_environment_needs_typed_name_or_yes(proj: Proj) -> None:
-    assert proj.run("promote", "--to", "staging").exit_code == 0
+def test_protected_environment_needs_typed_name_or_yes(staged_proj: Proj) -> None:
+    proj = staged_proj  # promoted to staging (conftest)
     refused = proj.run("promote", "--to", "production")
     assert refused.exit_code == 1
     assert "production is protected and there is no terminal to confirm on" in refused.output
@@ -113,8 +113,8 @@ def test_dry_run_of_promote_shows_plan_and_backup_and_changes_nothing(proj: Proj
     assert proj.tables("staging") == set()
 
 
-def test_run_report_is_filed_with_the_backup(proj: Proj) -> None:
-    assert proj.run("promote", "--to", "staging").exit_code == 0
+def test_run_report_is_filed_with_the_backup(staged_proj: Proj) -> None:
+    proj = staged_proj  # promoted to staging (conftest)
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
     assert proj.run("migrate", "dev").exit_code == 0
     result = proj.run("promote", "--to", "staging", "--json")
@@ -127,10 +127,10 @@ def test_run_report_is_filed_with_the_backup(proj: Proj) -> None:
     assert json.loads(Path(report["report_path"]).read_text())["migrations"][0]["result"] == "applied"
 
 
-def test_make_migrate_prod_refuses_without_yes_and_runs_with_d1ops_yes(proj: Proj) -> None:
+def test_make_migrate_prod_refuses_without_yes_and_runs_with_d1ops_yes(staged_proj: Proj) -> None:
+    proj = staged_proj  # promoted to staging (conftest)
     env = {k: v for k, v in os.environ.items() if k != "D1OPS_YES"}
     env["D1OPS_CONFIG"] = str(proj.config)
-    assert proj.run("promote", "--to", "staging").exit_code == 0
 
     def make(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

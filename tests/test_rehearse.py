@@ -17,10 +17,8 @@ from tests.wrangler_shim import kill, shim_env, start_d1ops, wait_for
 
 
 def test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte_identical(proj: Proj) -> None:
-    project = open_projects(proj.config)[0]
-    project.wrangler.execute(
-        project.config.env("dev"),
-        command="CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT, body TEXT);"
+    proj.sql(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT, body TEXT);"
         "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100000) "
         "INSERT INTO events SELECT i, CASE WHEN i % 2 THEN 'view' ELSE 'click' END, 'évènement ' || i FROM c",
     )
@@ -66,8 +64,8 @@ def test_rehearse_names_the_failing_statement(proj: Proj) -> None:
     assert "a" not in proj.tables()
 
 
-def test_promote_rehearse_stops_before_touching_the_target_when_the_rehearsal_fails(proj: Proj) -> None:
-    assert proj.run("promote", "--to", "staging").exit_code == 0
+def test_promote_rehearse_stops_before_touching_the_target_when_the_rehearsal_fails(staged_proj: Proj) -> None:
+    proj = staged_proj  # promoted to staging (conftest)
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
     # applies, but its own check fails: the rehearsal on a copy of staging says so before staging is touched
     proj.write(

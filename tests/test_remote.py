@@ -11,12 +11,12 @@ import hashlib
 import json
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import Result
+from pytest_mock import MockerFixture
 
 from d1ops.project.config import load_config
 from d1ops.wrangler.runner import Wrangler
@@ -71,17 +71,14 @@ def api(cloudflare_api: CloudflareAPI, monkeypatch: pytest.MonkeyPatch) -> Cloud
 
 
 @pytest.fixture
-def wrangler_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[str]]]:
-    """The argv of every wrangler call d1ops makes (the real call still runs)."""
-    calls: list[list[str]] = []
-    real_run = Wrangler.run
+def wrangler_spy(mocker: MockerFixture) -> Any:
+    """A spy on the seam: every wrangler call d1ops makes is recorded, and the real call still runs."""
+    return mocker.spy(Wrangler, "run")
 
-    def run(self: Wrangler, args: list[str], **kwargs: Any) -> str:
-        calls.append(list(args))
-        return real_run(self, args, **kwargs)
 
-    monkeypatch.setattr(Wrangler, "run", run)
-    yield calls
+def argv_of(spy: Any) -> list[list[str]]:
+    """The arguments of each wrangler call the spy saw, in order (args[0] is the Wrangler)."""
+    return [list(call.args[1]) for call in spy.call_args_list]
 
 
 def staging_project(tmp_path: Path, api: CloudflareAPI, environments: str = STAGING_ONLY) -> tuple[Proj, str]:
@@ -187,7 +184,7 @@ def test_create_tells_the_database_id_and_write_config_records_it(tmp_path: Path
 
 # -- migrate, status, backup ----------------------------------------------------------------------------------------
 def test_migrate_staging_applies_the_mvp_through_the_import_flow(
-    tmp_path: Path, api: CloudflareAPI, wrangler_calls: list[list[str]]
+    tmp_path: Path, api: CloudflareAPI, wrangler_spy: Any
 ) -> None:
     proj, uuid = staging_project(tmp_path, api, DEV_THEN_STAGING)
     refused = proj.run("migrate", "staging", "--dry-run")
@@ -196,7 +193,7 @@ def test_migrate_staging_applies_the_mvp_through_the_import_flow(
 
     assert proj.run("migrate", "dev").exit_code == 0
     before = len(api.server.requests)
-    calls_before = len(wrangler_calls)
+    calls_before = wrangler_spy.call_count
     migrated = proj.run("migrate", "staging", "--json")
     assert migrated.exit_code == 0, output_of(migrated)
     report = json.loads(migrated.stdout)
@@ -204,7 +201,7 @@ def test_migrate_staging_applies_the_mvp_through_the_import_flow(
     assert report["target"] == "remote" and report["bookmark"] in api.server.bookmarks(uuid)
 
     # the migrations went up as files through the import flow (init, upload, ingest, poll), not through /query
-    applies = [c for c in wrangler_calls[calls_before:] if "--file" in c]
+    applies = [c for c in argv_of(wrangler_spy)[calls_before:] if "--file" in c]
     assert applies and all("--remote" in c and c[c.index("--env") + 1] == "staging" for c in applies)
     imports = [c for c in api_calls(api, before) if c[1].startswith("import") or c[1] == "upload"]
     one_file = [("POST", "import:init"), ("PUT", "upload"), ("POST", "import:ingest"), ("POST", "import:poll")]
@@ -334,7 +331,7 @@ def closed_port() -> int:
 
 
 def test_api_down_is_a_connection_error_naming_the_base_url(
-    tmp_path: Path, api: CloudflareAPI, monkeypatch: pytest.MonkeyPatch, wrangler_calls: list[list[str]]
+    tmp_path: Path, api: CloudflareAPI, monkeypatch: pytest.MonkeyPatch, wrangler_spy: Any
 ) -> None:
     proj, _ = staging_project(tmp_path, api)
     base_url = f"http://127.0.0.1:{closed_port()}/client/v4"
@@ -349,7 +346,7 @@ def test_api_down_is_a_connection_error_naming_the_base_url(
     assert elapsed < 20, f"took {elapsed:.1f} s"  # measured: ~1 s (wrangler does not retry a refused connection)
     assert api.server.requests == []
     # the failed lock call; the lock release after it is not started (it could only fail the same way)
-    assert len(wrangler_calls) == 2
+    assert wrangler_spy.call_count == 2
     report = json.loads(next((proj.root / "backups" / "staging" / "reports").glob("*.json")).read_text())
     assert any("not attempted" in warning for warning in report["warnings"])
 
@@ -386,18 +383,16 @@ def test_api_that_never_answers_is_stopped_at_the_timeout_naming_the_base_url(
     ],
 )
 def test_environment_without_its_binding_is_refused_before_wrangler_starts(
-    tmp_path: Path, api: CloudflareAPI, monkeypatch: pytest.MonkeyPatch, command: list[str]
+    tmp_path: Path, api: CloudflareAPI, mocker: MockerFixture, command: list[str]
 ) -> None:
     # remotely wrangler would look the unknown binding up as a database NAME: here one called "DB" exists
     api.server.create_database("DB")
     toml = remote_wrangler_toml("unused", staging_block="# d1_databases is not inherited: this section has none\n")
     proj = make_project(tmp_path / "project", wrangler=toml, environments=DEV_THEN_STAGING)
 
-    def no_wrangler(self: Wrangler, args: list[str], **kwargs: Any) -> str:
-        pytest.fail(f"wrangler was started: {args}")
-
-    monkeypatch.setattr(Wrangler, "run", no_wrangler)
+    run = mocker.patch.object(Wrangler, "run", side_effect=AssertionError("wrangler was started"))
     result = proj.run(*command)
+    run.assert_not_called()
     assert result.exit_code == 2, output_of(result)
     assert (
         "environments.yaml: environment 'staging': database 'DB' has no d1_databases entry in [env.staging] of "

@@ -48,7 +48,7 @@ def shim_env(folder: Path, match: str, when: str) -> tuple[dict[str, str], Path]
     env = {
         **os.environ,
         "D1OPS_WRANGLER": str(shim(folder)),
-        "SHIM_REAL": str(WRANGLER),
+        "SHIM_REAL": str(WRANGLER),  # the counting wrapper (conftest.py)
         "SHIM_MATCH": match,
         "SHIM_WHEN": when,
         "SHIM_MARK": str(mark),

@@ -18,8 +18,8 @@ import pytest
 
 from tests.cloudflare.fixture import CloudflareAPI, cloudflare_api  # noqa: F401
 from tests.cloudflare.server import split_sql
+from tests.conftest import WRANGLER  # counted (conftest.py)
 
-WRANGLER = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "wrangler"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 needs_wrangler = pytest.mark.skipif(not WRANGLER.exists(), reason="wrangler is not installed (npm ci)")
 
