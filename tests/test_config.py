@@ -128,7 +128,9 @@ def test_lint_reports_findings_and_exits_1_on_errors(files: Proj) -> None:
     result = files.run("lint")
     assert result.exit_code == 1
     assert "warning: 0003_tx.sql: leaves a gap after 0001" in result.output
-    assert "error: 0003_tx.sql: has a transaction statement (BEGIN TRANSACTION;)" in result.output
+    assert (
+        "error: 0003_tx.sql: [transaction-statement] has a transaction statement (BEGIN TRANSACTION;)" in result.output
+    )
     migrate = files.run("migrate", "--dry-run")
     assert migrate.exit_code == 2 and "0003_tx.sql: has a transaction statement" in migrate.output
 

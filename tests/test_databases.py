@@ -159,6 +159,7 @@ def one_binding_config(binding: str, migrations: str) -> str:
     )
 
 
+@pytest.mark.wrangler
 def test_two_config_files_sharing_backups_each_prune_keeps_the_other_databases_backups(tmp_path: Path) -> None:
     """One config file per binding, both with backups_dir: backups, so both write into backups/dev/."""
     proj = make_project(

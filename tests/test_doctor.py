@@ -45,6 +45,7 @@ def test_a_gate_that_reads_another_environment_says_which_and_why(remote: Proj) 
     assert f"staging is remote and this machine has {NO_CREDENTIALS}." in result.output
 
 
+@pytest.mark.wrangler
 def test_without_credentials_a_local_rollback_works_and_says_what_it_did_not_check(remote: Proj) -> None:
     assert remote.run("migrate", "dev").exit_code == 0
 
@@ -61,6 +62,7 @@ def test_without_credentials_a_local_rollback_works_and_says_what_it_did_not_che
     assert remote.query("SELECT name FROM d1_migrations") == [("0001_initial_schema.sql",)]
 
 
+@pytest.mark.wrangler
 def test_without_credentials_remote_commands_say_so_in_d1ops_words(remote: Proj) -> None:
     rehearse = remote.run("rehearse", "staging")
     assert rehearse.exit_code == 1
@@ -121,6 +123,7 @@ def test_doctor_fails_on_a_broken_config(tmp_path: Path) -> None:
     assert "→ fix what it names, then run `d1ops doctor` again" in result.output  # not init: it exists
 
 
+@pytest.mark.wrangler
 def test_doctor_names_the_folders_where_they_are(tmp_path: Path) -> None:
     """migrations_dir in a subfolder, the wrangler config in another: wrangler keeps local state beside it."""
     proj = make_project(tmp_path / "p")

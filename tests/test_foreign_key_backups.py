@@ -16,6 +16,8 @@ from tests.conftest import Proj, make_project
 from tests.test_migrate import wrangler
 from tests.test_restore import rows, sql
 
+pytestmark = pytest.mark.wrangler  # one test is pure; the rest run real wrangler
+
 # posts is created before users, and linked to it afterwards: wrangler's export writes posts' rows before the
 # CREATE TABLE of users.
 CHILD_FIRST = {

@@ -232,6 +232,7 @@ database_id = "d4d4d4d4-0000-4000-8000-00000000d005"
 """
 
 
+@pytest.mark.wrangler
 def test_init_refuses_a_binding_missing_from_one_env_and_says_what_to_add(tmp_path: Path) -> None:
     proj = _project(tmp_path / "blog", "wrangler.toml", TOML_ANALYTICS_NOT_IN_STAGING, analytics=True)
 
