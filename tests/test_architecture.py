@@ -16,20 +16,20 @@ def where(pattern: str) -> set[str]:
 
 
 def test_one_place_takes_the_lock_and_one_writes_run_reports() -> None:
-    assert where(r"INSERT OR IGNORE INTO \{LOCK_TABLE\}") == {"tracking.py"}
-    assert where(r"lock_and_read_state\(") == {"tracking.py", "pipeline.py"}
-    assert where(r"\bREPORTS\b.*\.json") == {"pipeline.py"}
-    assert where(r"def write_report") == {"pipeline.py"}
+    assert where(r"INSERT OR IGNORE INTO \{LOCK_TABLE\}") == {"run/tracking.py"}
+    assert where(r"lock_and_read_state\(") == {"run/tracking.py", "run/sequence.py"}
+    assert where(r"\bREPORTS\b.*\.json") == {"run/sequence.py"}
+    assert where(r"def write_report") == {"run/sequence.py"}
 
 
 def test_one_multi_row_builder_and_one_statement_tokenizer() -> None:
-    assert where(r'",\\n"\.join\(') == {"sqltext.py"}
-    assert where(r"complete_statement") == {"sqltext.py"}
-    assert where(r"def (split_statements|iter_statements)\b") == {"sqltext.py"}
+    assert where(r'",\\n"\.join\(') == {"sql/text.py"}
+    assert where(r"complete_statement") == {"sql/text.py"}
+    assert where(r"def (split_statements|iter_statements)\b") == {"sql/text.py"}
 
 
 def test_one_process_seam_and_click_only_in_the_cli() -> None:
-    assert where(r"(?m)^import (sh|subprocess)\b|^from (sh|subprocess) import") == {"wrangler.py"}
+    assert where(r"(?m)^import (sh|subprocess)\b|^from (sh|subprocess) import") == {"wrangler/runner.py"}
     assert {n for n in where(r"(?m)^import click|^from click") if not n.startswith("cli/")} == set()
     assert where(r"(?m)^import click") >= {"cli/base.py"}
 
@@ -40,14 +40,14 @@ def test_every_change_goes_through_the_run() -> None:
     assert {n for n in where(r"\.wrangler\.execute\(") if n.startswith("cli/")} == set()
     changes = {n for n in where(r"class \w+\((Change|RestoreChange|BackupRestore)\)")}
     assert changes == {
-        "plans/adopt.py",
-        "plans/execute.py",
-        "plans/migrate.py",
-        "plans/restore.py",
-        "plans/restore_database.py",
-        "plans/restore_tables.py",
-        "plans/rollback.py",
-        "plans/unlock.py",
+        "changes/adopt.py",
+        "changes/execute.py",
+        "changes/migrate.py",
+        "changes/restore.py",
+        "changes/restore_database.py",
+        "changes/restore_tables.py",
+        "changes/rollback.py",
+        "changes/unlock.py",
     }
 
 
