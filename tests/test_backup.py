@@ -11,7 +11,7 @@ import pytest
 
 from d1ops.errors import WranglerError
 from d1ops.wrangler.runner import Wrangler
-from tests.conftest import Proj
+from tests.conftest import WRANGLER_VERSION, Proj
 
 REQUIRED_DEV = """\
 database: DB
@@ -43,7 +43,7 @@ def test_backup_one_table_writes_a_verified_private_backup(proj: Proj) -> None:
     assert manifest["tables"] == [{"name": "users", "rows": 4}]  # counted in the dump
     assert manifest["live_rows"] == {"users": 4}  # read with the schema, in the same process: information only
     assert manifest["migration_head"] == "0002_sample_data.sql" and manifest["whole_database"] is False
-    assert manifest["wrangler_version"] == "4.86.0"
+    assert manifest["wrangler_version"] == WRANGLER_VERSION
     assert manifest["verified"] is True and manifest["verify_level"] == "quick"
     assert manifest["started_at"] <= manifest["finished_at"]
     assert manifest["files"][0]["name"] == "dump.sql" and manifest["files"][0]["size"] > 0

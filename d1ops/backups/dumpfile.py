@@ -46,13 +46,17 @@ def dump_statements(path: Path) -> Iterator[str]:
         yield from iter_statements(handle)
 
 
-_ROW_PREFIX = re.compile(r'INSERT INTO "(?:[^"]|"")+" VALUES\(')
-_SEQUENCE_PREFIX = 'INSERT INTO "sqlite_sequence" VALUES('
+# How wrangler's export writes a row: `INSERT INTO "t" VALUES(…);` (4.86.0), or with the column list
+# `INSERT INTO "t" ("id","body") VALUES(…);` (4.164.0; README: Wrangler versions: facts). Both are read.
+_QUOTED = r'"(?:[^"]|"")+"'
+_ROW_PREFIX = re.compile(rf"INSERT INTO ({_QUOTED})(?: \({_QUOTED}(?:,{_QUOTED})*\))? VALUES\(")
+_SEQUENCE = '"sqlite_sequence"'
 
 
 def dump_rows(statements: Iterable[str]) -> Iterator[tuple[str, str]]:
     """Each statement (ending in a newline) as (prefix, text): a one-row INSERT `INSERT INTO "t" VALUES(…);` as
-    ('INSERT INTO "t" VALUES(', '(…)'), the way wrangler's export writes every row; any other as ("", statement).
+    ('INSERT INTO "t" VALUES(', '(…)'), the way wrangler's export writes every row (the prefix keeps a column list
+    `("a","b")` when wrangler writes one); any other as ("", statement).
     Each statement is whole (the tokenizer cut it), so a value that looks like a statement stays inside its row.
     """
     prefix = ""
@@ -75,13 +79,20 @@ def write_compact_dump(dump: Path, out: TextIO) -> None:
     statement (100,000 one-row INSERTs: 110 s; the same rows 200 per statement: 2.5 s, measured here).
     """
     for prefix, group in itertools.groupby(dump_rows(restore_order(dump_statements(dump))), key=lambda r: r[0]):
-        if not prefix or prefix == _SEQUENCE_PREFIX:
+        table = _table_of(prefix)
+        if not prefix or table == _SEQUENCE:
             whole = (prefix + text[1:] + ";\n" if prefix else text.strip("\n") + "\n" for _, text in group)
             out.writelines(_as_is(statement) for statement in whole)
             continue
         head = prefix[:-1]
-        what = f"table {head[len('INSERT INTO ') : -len(' VALUES')]}: row"
+        what = f"table {table}: row"
         out.writelines(multi_row(head, ";\n", (text for _, text in group), what=what))
+
+
+def _table_of(prefix: str) -> str:
+    """The quoted table name of a row prefix ("" for no prefix)."""
+    match = _ROW_PREFIX.match(prefix)
+    return match.group(1) if match else ""
 
 
 def _as_is(statement: str) -> str:

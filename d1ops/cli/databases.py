@@ -130,6 +130,12 @@ def backup_cmd(
     from d1ops.backups import take as backup
 
     want_json(as_json)
+    envs = [t for t in tables if t in project.config.env_names] if env is None else []
+    if envs:  # `d1ops backup dev`: the environment is given with --env (with --env, a table may be named so)
+        raise UsageError(
+            f"'{envs[0]}' is an environment, not a table: did you mean --env {envs[0]}? "
+            f"(`d1ops backup --env {envs[0]}`; a table named {envs[0]}: `d1ops backup --env ENV {envs[0]}`)"
+        )
     progress.step(f"Backing up {project.config.env(env).name}")
     environment = project.config.env(env)
     result = backup.take_backup(

@@ -21,6 +21,7 @@ from d1ops.cli.base import (
     warn,
     yes_option,
 )
+from d1ops.cli.completion import complete_env, complete_migration
 
 if TYPE_CHECKING:
     from d1ops.project.project import Project
@@ -63,12 +64,19 @@ def init(ctx: click.Context, force: bool, top_level: str | None) -> None:
 
 
 @cli.command()
-@click.argument("env")
-@click.option("--through", required=True, metavar="NAME", help="The newest migration already applied in ENV.")
+@click.argument("env", shell_complete=complete_env)
+@click.option(
+    "--through",
+    required=True,
+    metavar="NAME",
+    shell_complete=complete_migration,
+    help="The newest migration already applied in ENV.",
+)
 @click.option(
     "--schema-from",
     "schema_from",
     metavar="ENV",
+    shell_complete=complete_env,
     help="Build ENV's schema from another environment's first (for an empty local database whose history "
     "cannot be replayed).",
 )

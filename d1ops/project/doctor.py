@@ -17,7 +17,8 @@ from d1ops.project.migrations import discover_migrations
 from d1ops.run.tracking import read_state
 from d1ops.support.files import private_parents
 from d1ops.wrangler.config import PLACEHOLDER_ID
-from d1ops.wrangler.runner import Runner, Wrangler, find_wrangler
+from d1ops.wrangler.locate import ENV_VAR, INSTALL_HINT, Found, locate, node_requirement
+from d1ops.wrangler.runner import Runner, Wrangler
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LOCAL_STATE = Path(".wrangler") / "state" / "v3" / "d1"
@@ -84,23 +85,81 @@ def run_doctor(config_path: str | os.PathLike[str] | None = None, cwd: Path | No
 
 
 def _check_wrangler(root: Path, configs: list[Config], checks: list[Check]) -> Wrangler | None:
+    from d1ops.project.about import range_warning
+
     wrangler = None
+    found = locate(root)
+    if found.binary is None:
+        checks.append(Check("wrangler", FAIL, f"not found; looked at {_looked(found, root)}", _INSTALL_FIX))
+    else:
+        try:
+            wrangler = Wrangler(
+                root, configs[0].wrangler_config if configs else root / "wrangler.toml", binary=found.binary
+            )
+            version = wrangler.check_version()
+            where = {"node_modules": "", "PATH": ", from PATH", ENV_VAR: f", from ${ENV_VAR}"}[found.how]
+            detail = f"wrangler {version} ({_shown_path(found.binary, root)}{where})"
+            warning = range_warning(version)
+            if warning:
+                checks.append(Check("wrangler", WARN, f"{detail}: {warning.split('; ')[0]}", warning.split("; ")[-1]))
+            else:
+                checks.append(Check("wrangler", OK, detail))
+        except D1OpsError as exc:
+            checks.append(Check("wrangler", FAIL, exc.message, _INSTALL_FIX))
+            wrangler = None
+    _check_node(root, found.binary, checks)
+    return wrangler
+
+
+_INSTALL_FIX = (
+    f"`{INSTALL_HINT}` in the Worker's folder (or a monorepo's workspace root), or set {ENV_VAR} to a wrangler"
+)
+
+
+def _looked(found: Found, root: Path) -> str:
+    """Where locate looked, short: paths from the Worker's folder, the repository root named."""
+    shown = []
+    for place in found.looked:
+        if not place.startswith(os.sep):
+            shown.append(place)
+            continue
+        here = _shown_path(place, root)
+        if found.repository is not None and Path(place).parent.parent.parent == found.repository:
+            here += " (the repository root)"
+        shown.append(here)
+    return ", ".join(shown)
+
+
+def _shown_path(binary: str, root: Path) -> str:
+    """The path as the user would type it from the Worker's folder (./node_modules/…, ../../node_modules/…)."""
     try:
-        binary = find_wrangler(root)
-        wrangler = Wrangler(root, configs[0].wrangler_config if configs else root / "wrangler.toml", binary=binary)
-        version = wrangler.check_version()
-        checks.append(Check("wrangler", OK, f"wrangler {version} ({binary})"))
-    except D1OpsError as exc:
-        checks.append(Check("wrangler", FAIL, exc.message, "run `npm ci` (or `npm i -D wrangler@4`)"))
-        wrangler = None
+        relative = os.path.relpath(binary, root)
+    except ValueError:
+        return binary
+    if relative.startswith(".." + os.sep + ".." + os.sep + ".." + os.sep + ".."):
+        return binary
+    return relative if relative.startswith("..") else f".{os.sep}{relative}"
+
+
+def _check_node(root: Path, binary: str | None, checks: list[Check]) -> None:
+    """The `node` on PATH (the one wrangler's `#!/usr/bin/env node` runs) against what this wrangler asks for in
+    its package.json (`engines.node`, e.g. ">=22.12.0" for 4.164.0; ">=20.3.0" for 4.86.0; never below Node 20)."""
+    wanted = (node_requirement(binary) if binary else None) or ""
+    match = re.fullmatch(r"\s*>=\s*v?(\d+)(?:\.(\d+))?(?:\.(\d+))?\s*", wanted)
+    minimum = tuple(int(p or 0) for p in match.groups()) if match else (0, 0, 0)
+    minimum = max(minimum, (NODE_MAJOR, 0, 0))
+    shown = ".".join(str(p) for p in minimum)
+    fix = f"install Node.js {shown} or newer, first on PATH"
     node = node_version(root)
     if node is None:
-        checks.append(Check("node", FAIL, "node not found on PATH", "install Node.js 20 or newer"))
-    elif int(node.split(".")[0]) < NODE_MAJOR:
-        checks.append(Check("node", FAIL, f"node {node} is older than {NODE_MAJOR}", "install Node.js 20 or newer"))
+        checks.append(Check("node", FAIL, "node not found on PATH", fix))
+        return
+    have = tuple(int(p) for p in node.split("."))
+    if have < minimum:
+        asked = f"wrangler asks for node {wanted.strip()}" if match and minimum[0] > NODE_MAJOR else "d1ops needs"
+        checks.append(Check("node", FAIL, f"node {node} is older than {shown} ({asked})", fix))
     else:
         checks.append(Check("node", OK, f"node {node}"))
-    return wrangler
 
 
 def node_version(root: Path) -> str | None:

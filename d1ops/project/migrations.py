@@ -31,7 +31,8 @@ __all__ = ["Finding", "MigrationFile", "MigrationSet", "discover_migrations", "l
 DOWN_SUFFIX = ".down.sql"
 IRREVERSIBLE = "-- d1ops: irreversible"
 DOWN_DIR = "down"
-STRICT_NAME = re.compile(r"^\d{4}_[A-Za-z0-9][A-Za-z0-9_-]*\.sql$")
+STRICT_NAME = re.compile(r"^(\d{3,4})_[A-Za-z0-9][A-Za-z0-9_-]*\.sql$")
+WIDTH_WORDS = {3: "three", 4: "four"}
 NEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_ -]*$")
 
 
@@ -245,14 +246,37 @@ def lint_sql(sql: str) -> list[str]:
     return problems
 
 
+def prefix_width(names: list[str]) -> int:
+    """How many digits these files' numbers have: 3 (001_init.sql) or 4 (wrangler's 0001_…, drizzle's 0000_…),
+    as most of them have them (4 on a tie, and without any). Lint judges the files after `baseline` by it."""
+    widths = [len(match.group(1)) for match in map(STRICT_NAME.match, names) if match]
+    return 3 if widths.count(3) > widths.count(4) else 4
+
+
+def next_width(names: list[str]) -> int:
+    """The width `new` writes: that of the newest (highest-numbered) file, so a history that moved from 001_… to
+    0007_… goes on with four digits; 4 in a folder without a 3- or 4-digit name."""
+    numbered = [(prefix_number(n), n) for n in names if STRICT_NAME.match(n)]
+    newest = max(numbered, key=lambda pair: (pair[0] or 0, pair[1]), default=None)
+    return prefix_width([newest[1]]) if newest else 4
+
+
 def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> list[Finding]:
     findings: list[Finding] = []
+    width = prefix_width([m.name for m in judged])
+    pattern = "N" * width
     seen = {m.number for m in before if m.number is not None}
     previous = max(seen) if seen else None
     for m in judged:
-        if not STRICT_NAME.match(m.name):
+        match = STRICT_NAME.match(m.name)
+        if not match or len(match.group(1)) != width:
             findings.append(
-                Finding("error", m.name, "is not named NNNN_name.sql (four digits, '_', letters/digits/'_'/'-').")
+                Finding(
+                    "error",
+                    m.name,
+                    f"is not named {pattern}_name.sql ({WIDTH_WORDS[width]} digits like the folder's other files, "
+                    "'_', letters/digits/'_'/'-').",
+                )
             )
             continue
         assert m.number is not None
@@ -261,9 +285,10 @@ def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> li
                 Finding(
                     "error",
                     m.name,
-                    f"shares number {m.number:04d} with another migration. If both are already applied somewhere, "
-                    f"do not rename them (wrangler tracks them by name): set `baseline: {m.name}` (or newer) in "
-                    "environments.yaml so lint judges only what follows; if it is new, renumber it.",
+                    f"shares number {m.number:0{width}d} with another migration. If both are already applied "
+                    "somewhere, do not rename them (wrangler tracks them by name): set "
+                    f"`baseline: {m.name}` (or newer) in environments.yaml so lint judges only what follows; "
+                    "if it is new, renumber it.",
                 )
             )
         elif previous is not None and m.number > previous + 1:
@@ -271,7 +296,7 @@ def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> li
                 Finding(
                     "warning",
                     m.name,
-                    f"leaves a gap after {previous:04d} (numbers {previous + 1:04d}.. unused).",
+                    f"leaves a gap after {previous:0{width}d} (numbers {previous + 1:0{width}d}.. unused).",
                 )
             )
         seen.add(m.number)
@@ -280,14 +305,18 @@ def _judge_names(judged: list[MigrationFile], before: list[MigrationFile]) -> li
 
 
 def new_migration(directory: Path, name: str, *, now: datetime | None = None) -> Path:
-    """Create `NNNN_name.sql` with the next number (highest prefix + 1, four digits) and a header comment."""
+    """Create `NNNN_name.sql` with the next number (highest prefix + 1) and a header comment. The number has
+    the width of the newest file (`next_width`: 036_… after 035_…; 0006_… after drizzle's 0000_…–0005_…),
+    four digits in a new folder, as `wrangler d1 migrations create` writes them."""
     if not NEW_NAME.match(name):
         raise UsageError(f"Migration name '{name}' must be letters, digits, '_', '-' or spaces (e.g. add_tags).")
     directory.mkdir(parents=True, exist_ok=True)
-    numbers = [prefix_number(p.name) for p in directory.glob("*.sql")]
+    existing = [p.name for p in directory.glob("*.sql") if not p.name.endswith(DOWN_SUFFIX)]
+    numbers = [prefix_number(n) for n in existing]
     number = max([n for n in numbers if n is not None] + [0]) + 1
+    width = next_width(existing)
     slug = name.strip().replace(" ", "_")
-    path = directory / f"{number:04d}_{slug}.sql"
+    path = directory / f"{number:0{width}d}_{slug}.sql"
     if path.exists():
         raise UsageError(f"{path.name} already exists.")
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -295,7 +324,7 @@ def new_migration(directory: Path, name: str, *, now: datetime | None = None) ->
     if down.exists():
         raise UsageError(f"{DOWN_DIR}/{path.name} already exists; remove it or pick another name.")
     path.write_text(
-        f"-- Migration number: {number:04d}\t{stamp}\n"
+        f"-- Migration number: {number:0{width}d}\t{stamp}\n"
         f"-- {slug}: describe what this changes and why.\n"
         "-- D1 runs this file atomically: do not add BEGIN/COMMIT (remote D1 rejects them).\n"
         f"-- Rollback: the statements that undo it go in {DOWN_DIR}/{path.name} (`d1ops rollback` runs them).\n"

@@ -61,6 +61,27 @@ def explain_remote_failure(message: str, environ: dict[str, str]) -> str | None:
     return None
 
 
+# workerd of a newer wrangler adds columns to the tables it keeps beside the local D1 files (metadata.sqlite's
+# `_cf_ALARM`: 2 columns from wrangler 4.86.0's workerd, 3 once 4.164.0's has opened it); an older workerd then
+# fails to start on it ("table _cf_ALARM has 3 columns but 2 values were supplied"). The databases' own files
+# are unchanged: without metadata.sqlite (Durable Object alarms, which D1 does not use) 4.86.0 reads them again.
+_NEWER_LOCAL_STATE = re.compile(r"table _cf_\w+ has \d+ columns but \d+ values were supplied")
+NEWER_LOCAL_STATE_NOTE = "the local state was written by a newer wrangler"
+
+
+def explain_local_failure(stderr: str) -> str | None:
+    """Local state an older workerd cannot open, said plainly with what to do; None for any other failure."""
+    match = _NEWER_LOCAL_STATE.search(stderr)
+    if match is None:
+        return None
+    return (
+        f"This wrangler cannot open .wrangler/state: {NEWER_LOCAL_STATE_NOTE} (its workerd: {match.group()}). "
+        "Run that newer wrangler again (`d1ops --version` shows the one d1ops found), or move "
+        ".wrangler/state/v3/d1/miniflare-D1DatabaseObject/metadata.sqlite away: it holds Durable Object alarms, "
+        "which D1 does not use, and the local databases keep their rows."
+    )
+
+
 def first_json(text: str) -> Any:
     """Parse the first JSON document in wrangler's stdout (it may be preceded by log lines)."""
     text = _ANSI.sub("", text)

@@ -19,6 +19,7 @@ from typing import Any
 import sh
 
 from d1ops.errors import ContentionError, OutcomeUnknown, UsageError, WranglerError, WranglerNotFound
+from d1ops.project.about import TESTED_WRANGLER
 from d1ops.project.config import Environment
 from d1ops.support import progress
 from d1ops.wrangler.lifeline import (
@@ -29,12 +30,14 @@ from d1ops.wrangler.lifeline import (
     supervised,
     timeout_from_environment,
 )
-from d1ops.wrangler.locate import find_wrangler, version_from_package
+from d1ops.wrangler.locate import INSTALL_HINT, find_wrangler, version_from_package
 from d1ops.wrangler.output import (
+    NEWER_LOCAL_STATE_NOTE,
     UNREACHABLE,
     Statement,
     api_base_url,
     error_text,
+    explain_local_failure,
     explain_remote_failure,
     parse_json,
     parse_statements,
@@ -60,6 +63,8 @@ _TRANSIENT_LOCAL = ("SQLITE_BUSY", "database is locked", "The Workers runtime fa
 
 def _is_transient_local_failure(args: list[str], detail: str) -> bool:
     """A local call that failed before changing anything, and may work when tried again."""
+    if NEWER_LOCAL_STATE_NOTE in detail:  # workerd failed to start for good: trying again changes nothing
+        return False
     if "SQLITE_BUSY" in detail or "database is locked" in detail:
         return True
     return "--local" in args and any(marker in detail for marker in _TRANSIENT_LOCAL)
@@ -235,6 +240,9 @@ class Runner:
             message = redact(error_text(out, err), env)
             if "SQLITE_BUSY" in err and "SQLITE_BUSY" not in message:
                 message += " (workerd: database is locked: SQLITE_BUSY)"
+            local = explain_local_failure(err) if not remote else None
+            if local:
+                message += f"\n{local}"
             explained = explain_remote_failure(message, env) if remote else None
             error = WranglerError(_shown(argv, env), exc.exit_code, explained or message)
             if explained:
@@ -249,7 +257,7 @@ class Runner:
         except (sh.CommandNotFound, FileNotFoundError) as exc:
             _kill_group(cmd)
             raise WranglerNotFound(
-                f"wrangler could not be started ({exc}). Install it with `npm ci` (or `make install`)."
+                f"wrangler could not be started ({exc}). Install it in the Worker's project: `{INSTALL_HINT}`."
             ) from None
         except OSError as exc:  # E2BIG, EMFILE, ENOMEM…: the OS refused to start it, said as itself
             _kill_group(cmd)
@@ -278,7 +286,8 @@ class Runner:
         if int(version.split(".")[0]) < PINNED_MAJOR:
             raise UsageError(
                 f"wrangler {version} is older than the supported major {PINNED_MAJOR}. "
-                "Run `npm ci` to install the version pinned in package.json."
+                f"Install a tested one in the Worker's project: `{INSTALL_HINT}@{TESTED_WRANGLER[1]}` "
+                f"(d1ops is tested with {TESTED_WRANGLER[0]} to {TESTED_WRANGLER[1]})."
             )
         return version
 
