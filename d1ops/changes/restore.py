@@ -30,6 +30,7 @@ from d1ops.run.report import RunReport
 from d1ops.run.sequence import Change, Confirm, Run, run_change
 from d1ops.run.tracking import LOCK_DDL
 from d1ops.sql.tablediff import Dependent, TableRestore
+from d1ops.sql.text import StatementTooLarge
 from d1ops.support.render import text_table
 
 
@@ -78,6 +79,11 @@ class RestoreChange(Change):
         """Send the batch (one atomic `execute --file`); if it failed, say the database is as it was."""
         try:
             send_batch(run, batch)
+        except StatementTooLarge as exc:  # found while writing the batch: nothing was sent to D1
+            source = getattr(self, "folder", "the backup")
+            raise RestoreFailed(
+                f"Cannot restore {self.env.name} from {source}: {exc.message} Nothing was restored."
+            ) from None
         except OutcomeUnknown:
             raise
         except WranglerError as exc:

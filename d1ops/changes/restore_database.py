@@ -8,13 +8,12 @@ from typing import Any, TextIO
 
 from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
 from d1ops.changes.restore import BackupRestore
-from d1ops.errors import RestoreFailed
 from d1ops.run.apply import Batch
 from d1ops.run.sequence import Run
 from d1ops.run.tracking import LOCK_TABLE
 from d1ops.sql.schema import DatabaseSchema, lower, read_schema_sqlite
 from d1ops.sql.tablediff import TableRestore
-from d1ops.sql.text import StatementTooLarge, ident
+from d1ops.sql.text import ident
 from d1ops.wrangler.reads import count_rows, read_schema
 
 
@@ -74,12 +73,7 @@ class DatabaseRestore(BackupRestore):
         # The run's lease guard opens the batch, before the lock table is dropped with the others; the lock table
         # is dropped and replaced, so the lease ends with the batch.
         batch = Batch("restore", self._write_batch, keep_results=False, release=False, ends_lease=True)
-        try:
-            self.run_batch(run, batch)
-        except StatementTooLarge as exc:  # found while writing the batch: nothing was sent to D1
-            raise RestoreFailed(
-                f"Cannot restore {self.env.name} from {self.folder}: {exc.message} Nothing was restored."
-            ) from None
+        self.run_batch(run, batch)
 
     def _write_batch(self, out: TextIO) -> None:
         out.write("PRAGMA defer_foreign_keys=TRUE;\n")

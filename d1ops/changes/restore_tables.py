@@ -35,7 +35,7 @@ from d1ops.sql.schema import (
     table_shape,
 )
 from d1ops.sql.tablediff import Dependent, TablePlan, delete_statements, in_list, key_literals, upsert_statements
-from d1ops.sql.text import KEYS_PER_STATEMENT, StatementTooLarge, ident, join_commands, multi_row
+from d1ops.sql.text import KEYS_PER_STATEMENT, ident, join_commands, multi_row
 from d1ops.wrangler.reads import read_schema
 
 
@@ -131,12 +131,7 @@ class TablesRestore(BackupRestore):
         batch = Batch(
             "restore", lambda out: write_table_batch(out, self.source_db, plans, triggers), keep_results=False
         )
-        try:
-            self.run_batch(run, batch)
-        except StatementTooLarge as exc:  # found while writing the batch: nothing was sent to D1
-            raise RestoreFailed(
-                f"Cannot restore {self.env.name} from {self.folder}: {exc.message} Nothing was restored."
-            ) from None
+        self.run_batch(run, batch)
 
     def _diff(self, run: Run, current: Path) -> list[TablePlan]:
         plans = plan_tables(self.source_db, current, self.order, self.live, self.fks, run.report.warnings)
