@@ -132,15 +132,8 @@ class AdoptChange(Change):
 
 def schema_statements(schema: DatabaseSchema) -> list[str]:
     """The CREATE statements that rebuild a schema in an empty database: tables (virtual ones too, their shadow
-    tables excepted: SQLite makes those), views, then indexes and triggers; d1ops's and wrangler's own excluded."""
-    shadow = set(schema.shadow_tables)
-    keep = [
-        o
-        for o in schema.objects
-        if o.sql and o.name not in TRACKING_TABLES and o.tbl_name not in TRACKING_TABLES and o.name not in shadow
-    ]
-    order = {"table": 0, "view": 1, "index": 2, "trigger": 3}
-    return [f"{o.sql};" for o in sorted(keep, key=lambda o: order.get(o.type, 4))]
+    tables excepted: SQLite makes those), in restore's order; d1ops's and wrangler's own excluded."""
+    return [f"{sql};" for sql in schema.restore_ddl(leave_out=TRACKING_TABLES)]
 
 
 def adopt_batch(files: list[MigrationFile], ddl: list[str], applied_by: str) -> str:

@@ -199,6 +199,8 @@ def schema_drift(
     """The objects of a live schema unlike what its applied migrations make, replayed here (None: cannot
     tell: no schema read, a migration applied there has no file here, or the history does not replay)."""
     files = migrations.by_name()
+    if live is not None and not applied:
+        return []  # no history recorded: nothing to hold it to (a database made by hand is adopted, not drifted)
     if live is None or any(name not in files for name in applied):
         return None
     expected = expected_schema(

@@ -35,14 +35,8 @@ class Copy:
 
 
 def schema_sql(schema: DatabaseSchema) -> str:
-    """The DDL that rebuilds a schema without its rows: tables, indexes, virtual tables, views, triggers."""
-    shadow = set(schema.shadow_tables)
-    virtual = set(schema.virtual_tables)
-    ordered = [o for o in schema.objects if o.type == "table" and o.name not in shadow | virtual]
-    ordered += [o for o in schema.objects if o.type == "index"]
-    ordered += [o for o in schema.objects if o.type == "table" and o.name in virtual]
-    ordered += [o for o in schema.objects if o.type in ("view", "trigger")]
-    return "".join(f"{o.sql};\n" for o in ordered if o.sql)
+    """The DDL that rebuilds a schema without its rows (the one order: DatabaseSchema.restore_ddl)."""
+    return "".join(f"{sql};\n" for sql in schema.restore_ddl())
 
 
 def load_copy(scratch: ScratchD1, source: Path) -> None:

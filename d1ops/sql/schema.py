@@ -100,15 +100,16 @@ class DatabaseSchema:
     def of_type(self, kind: str) -> list[SchemaObject]:
         return [o for o in self.objects if o.type == kind]
 
-    def restore_ddl(self) -> list[str]:
-        """Every object's CREATE, in an order that restores the whole database: ordinary tables, indexes,
-        virtual tables, views, triggers (FTS5 shadow tables left out: CREATE VIRTUAL TABLE makes them)."""
-        virtual, shadow = set(self.virtual_tables), set(self.shadow_tables)
+    def restore_ddl(self, leave_out: Iterable[str] = ()) -> list[str]:
+        """Every object's CREATE, in the one order that rebuilds a database (restore, replay, adopt): ordinary
+        tables, indexes, virtual tables, views, triggers (FTS5 shadow tables left out: CREATE VIRTUAL TABLE makes
+        them). `leave_out`: tables left out with their indexes and triggers (d1ops's own, for adopt)."""
+        virtual, shadow, out = set(self.virtual_tables), set(self.shadow_tables), set(leave_out)
         ordered = [o for o in self.objects if o.type == "table" and o.name not in virtual | shadow]
         ordered += self.of_type("index")
         ordered += [o for o in self.objects if o.name in virtual]
         ordered += self.of_type("view") + self.of_type("trigger")
-        return [o.sql for o in ordered if o.sql]
+        return [o.sql for o in ordered if o.sql and o.name not in out and o.tbl_name not in out]
 
     def left_out(self) -> list[dict[str, str]]:
         """What a whole-database backup holds no rows of, and why."""
