@@ -16,7 +16,7 @@ from d1ops.wrangler.runner import Wrangler
 from tests.conftest import Proj
 
 GUARD = re.compile(r"INSERT INTO d1ops_lock\(id, owner, acquired_at\) SELECT 1, NULL, NULL WHERE NOT EXISTS")
-BATCH = re.compile(r"^(migrate|promote|rollback|execute|adopt|restore|\d{4}-.*)\.sql$|^\d{4}-")
+BATCH = re.compile(r"^(batch|promote|rollback|execute|adopt|restore|\d{4}-.*)\.sql$|^\d{4}-")
 
 
 def test_every_batch_any_command_sends_opens_with_the_lease_guard(proj: Proj, mocker: MockerFixture) -> None:
@@ -48,7 +48,7 @@ def test_every_batch_any_command_sends_opens_with_the_lease_guard(proj: Proj, mo
     assert result.exit_code == 0, result.output
 
     names = [name for _, name, _ in sent]
-    assert names[0] == "migrate.sql" and "execute.sql" in names and "rollback.sql" in names
+    assert names[0] == "batch.sql" and "execute.sql" in names and "rollback.sql" in names
     assert "adopt.sql" in names and "restore.sql" in names and any(n.startswith("0000-") for n in names)
     for env, name, first in sent:
         assert GUARD.match(first), f"{name} on {env} opens with {first!r}, not the lease guard"

@@ -222,7 +222,7 @@ class MigrateChange(Change):
         started = time.monotonic()
         try:
             guard = [(m.name, sql) for m, sql in zip(pending, self.sqls, strict=True)]
-            result = send_batch(run, Batch(self.command, body, guard=guard))
+            result = send_batch(run, Batch("batch", body, guard=guard))
         except OutcomeUnknown:
             raise
         except WranglerError as exc:
@@ -246,7 +246,7 @@ class MigrateChange(Change):
         who = actor()
         for i, (m, sql, outcome) in enumerate(zip(pending, self.sqls, outcomes, strict=True)):
             last = i == len(pending) - 1
-            batch = Batch(f"{i:04d}-{m.name}", migration_batch(m, sql, who), release=last, guard=[(m.name, sql)])
+            batch = Batch(f"{i:04d}-{m.path.stem}", migration_batch(m, sql, who), release=last, guard=[(m.name, sql)])
             progress.step(f"Applying {m.name} to {self.env.name} ({i + 1}/{len(pending)}, one by one)")
             started = time.monotonic()
             try:
