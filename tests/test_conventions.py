@@ -22,7 +22,8 @@ def test_new_in_a_three_digit_history_writes_the_next_three_digit_number(tmp_pat
         proj.write(f"migrations/down/{n:03d}_step_{n}.sql", f"DROP TABLE t{n};\n")
     result = proj.run("new", "add_tags")
     assert result.exit_code == 0, result.output
-    assert result.output == "Created migrations/036_add_tags.sql\n"
+    assert result.output.startswith("Created migrations/036_add_tags.sql (the migration)\n")
+    assert "Created migrations/down/036_add_tags.sql" in result.output
     created = proj.migrations / "036_add_tags.sql"
     assert created.read_text().startswith("-- Migration number: 036\t")
     assert (proj.migrations / "down" / "036_add_tags.sql").is_file()
