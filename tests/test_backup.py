@@ -133,7 +133,10 @@ def _export_text(p: Proj, env: str = "dev") -> str:
 
 def test_export_fault_during_migrate_applies_nothing(proj: Proj, monkeypatch: pytest.MonkeyPatch) -> None:
     proj.config.write_text(REQUIRED_DEV)
-    proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\nDELETE FROM settings;\n")
+    proj.write(
+        "migrations/0003_tags.sql",
+        "-- d1ops: destructive a test\nCREATE TABLE tags (id INTEGER PRIMARY KEY);\nDELETE FROM settings;\n",
+    )
     before = _export_text(proj)
     calls = _fail_export(monkeypatch, write=b"", message="D1 export crashed")
     result = proj.run("migrate", "dev")

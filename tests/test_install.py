@@ -16,7 +16,7 @@ import pytest
 from d1ops.errors import WranglerNotFound
 from d1ops.project.about import TESTED_WRANGLER, range_warning, version_line
 from d1ops.wrangler.locate import find_wrangler, locate
-from tests.conftest import REPO, WRANGLER, Proj
+from tests.conftest import REAL_WRANGLER, REPO, Proj
 
 WORKER_TOML = """\
 name = "shop-api"
@@ -41,7 +41,7 @@ def fake_wrangler(path: Path) -> Path:
 
 def link_node_modules(folder: Path) -> None:
     """The wrangler under test, as `npm install --save-dev wrangler` would leave it in `folder`."""
-    (folder / "node_modules").symlink_to(WRANGLER.parent.parent, target_is_directory=True)
+    (folder / "node_modules").symlink_to(REAL_WRANGLER.parent.parent, target_is_directory=True)
 
 
 def worker(folder: Path, *, package: dict[str, object] | None = None) -> Path:

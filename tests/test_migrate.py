@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pytest_mock import MockerFixture
 
+from d1ops.sql.text import sql_for_batch
 from tests.conftest import WRANGLER, Proj, make_project
 
 MVP_TABLES = {"users", "sessions", "api_keys", "posts", "audit_logs", "settings"}
@@ -315,7 +316,8 @@ def test_busy_local_database_is_retried_with_the_same_argv(proj: Proj, mocker: M
     assert json.loads(result.stdout)[0]["results"] == [{"n": 4}]
     expected = ["d1", "execute", "DB", "--local", "--config", str(proj.root / "wrangler.toml"), "--json", "--yes"]
     seen = [list(call.args[1]) for call in fake.call_args_list]
-    assert seen == [[*expected, "--command", "SELECT count(*) AS n FROM users"]] * 3
+    sent = sql_for_batch("SELECT count(*) AS n FROM users")  # read-only SQL is protected like every change's
+    assert seen == [[*expected, "--command", sent]] * 3
 
 
 def test_busy_database_that_stays_locked_is_reported_as_contention(proj: Proj, mocker: MockerFixture) -> None:

@@ -175,7 +175,10 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
         if text is None:
             continue  # not UTF-8: reported above, and nothing in it can be judged
         problems = lint_sql(text)
-        findings.extend(Finding("error", m.name, problem, rule="transaction-statement") for problem in problems)
+        findings.extend(
+            Finding("error", m.name, p, rule="transaction-statement" if "transaction statement" in p else "")
+            for p in problems
+        )
         if not problems and not split_statements(text):
             findings.append(Finding("warning", m.name, "holds no SQL statement: is it finished?"))
         if m.down_path is None:

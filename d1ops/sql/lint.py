@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from d1ops.sql.rowguard import LOSS_ACTIONS, declared_losses
-from d1ops.sql.text import WRANGLER_TRANSACTION, code_and_text, iter_statements, strip_comments
+from d1ops.sql.text import WRANGLER_TRANSACTION, UnfinishedStatement, code_and_text, iter_statements, strip_comments
 
 DESTRUCTIVE = re.compile(r"^\s*--\s*d1ops:\s*destructive\b", re.IGNORECASE | re.MULTILINE)
 DESTRUCTIVE_HINT = "-- d1ops: destructive <reason>"
@@ -139,7 +139,10 @@ def lint_history(
     findings: list[Finding] = []
     try:
         for index, (name, sql) in enumerate(migrations):
-            statements = _statements(conn, sql)
+            try:
+                statements = _statements(conn, sql)
+            except UnfinishedStatement:
+                break  # reported by the folder's own check (file and line); nothing after it replays
             if index >= judged_from:
                 findings += _judge(name, sql, statements)
     finally:
