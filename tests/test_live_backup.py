@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from d1ops.backups.dumpfile import SQL_DUMP, load_dump
-from d1ops.project.project import open_projects
 from tests.conftest import WRANGLER, Proj
 from tests.test_backup import REQUIRED_DEV
 
@@ -70,8 +69,10 @@ def writing(proj: Proj) -> Iterator[Writer]:
 
 
 def create_ticks(proj: Proj) -> None:
-    project = open_projects(proj.config)[0]
-    project.wrangler.execute(project.config.env("dev"), command="CREATE TABLE ticks (n INTEGER PRIMARY KEY)")
+    """The app's table, made by a migration (a table made by hand is drift, which migrate refuses)."""
+    proj.write("migrations/0003_ticks.sql", "CREATE TABLE ticks (n INTEGER PRIMARY KEY);\n")
+    proj.write("migrations/down/0003_ticks.sql", "DROP TABLE ticks;\n")
+    assert proj.run("migrate", "dev").exit_code == 0
 
 
 def dump_ticks(folder: Path, tmp: Path) -> list[int]:
@@ -112,7 +113,7 @@ def test_backup_of_a_database_written_throughout_verifies(proj: Proj, tmp_path: 
 def test_migrate_with_required_backup_applies_while_the_app_writes(proj: Proj, tmp_path: Path) -> None:
     create_ticks(proj)
     proj.config.write_text(REQUIRED_DEV)
-    proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);\n")
+    proj.write("migrations/0004_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT);\n")
     with writing(proj) as writer:
         before = list(writer.done)
         result = proj.run("migrate", "dev", "--json")
