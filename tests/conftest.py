@@ -30,7 +30,7 @@ from d1ops.cli import cli
 from d1ops.project.config import load_config
 from d1ops.wrangler.locate import version_from_package
 from d1ops.wrangler.runner import Wrangler
-from tests.cloudflare.fixture import cloudflare_api  # noqa: F401
+from tests.cloudflare.fixture import api, cloudflare_api  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 # The wrangler under test: the pinned one (package.json), or another one named by D1OPS_WRANGLER when the

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.cloudflare.fixture import CloudflareAPI
 from tests.conftest import Proj, make_project
 
@@ -31,13 +29,6 @@ MIGRATIONS = {
     "0002_tags.sql": "CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT UNIQUE);\n"
     "ALTER TABLE notes ADD COLUMN tag_id INTEGER REFERENCES tags(id);\n",
 }
-
-
-@pytest.fixture
-def api(cloudflare_api: CloudflareAPI, monkeypatch: pytest.MonkeyPatch) -> CloudflareAPI:
-    for key, value in cloudflare_api.env.items():
-        monkeypatch.setenv(key, value)
-    return cloudflare_api
 
 
 def fleet_project(root: Path, environments: str = FLEET_ONLY) -> Proj:

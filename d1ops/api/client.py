@@ -14,6 +14,7 @@ is retried only on 429 (D1 did not run it), and raises ApiOutcomeUnknown when it
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -21,6 +22,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -29,6 +31,8 @@ from d1ops.errors import ConfigError, D1OpsError
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
 RETRIES = 5
 TIMEOUT_S = 60.0
+POLLS = 600  # export and import polls before giving up (D1 answers each after a wait of its own)
+POLL_WAIT_S = 0.05  # between polls: D1 holds each poll's answer a while; the emulator answers at once
 
 
 class ApiError(D1OpsError):
@@ -103,6 +107,65 @@ class D1Api:
         body = self.call("GET", f"/d1/database/{quote(database_id)}/time_travel/bookmark", what="bookmark")
         return str((body.get("result") or {}).get("bookmark") or "")
 
+    def export_sql(self, database_id: str, output: Path, *, tables: list[str] | None = None) -> None:
+        """The database as an SQL dump in `output`, as `wrangler d1 export --remote` takes it: POST …/export
+        `{output_format: "polling", dump_options, current_bookmark}` until `status` is `complete` (each answer
+        names the bookmark to poll with), then GET `result.signed_url` (no token sent there). 3 calls when
+        D1 answers "active" once (the emulator does); raises ApiError on an export error."""
+        options: dict[str, Any] = {"no_schema": False, "no_data": False}
+        if tables:
+            options["tables"] = list(tables)
+        bookmark: str | None = None
+        for _ in range(POLLS):
+            payload = {"output_format": "polling", "dump_options": options, "current_bookmark": bookmark}
+            body = self.call("POST", f"/d1/database/{quote(database_id)}/export", payload, what="export")
+            job = body.get("result") or {}
+            if job.get("status") == "complete":
+                url = str((job.get("result") or {}).get("signed_url") or "")
+                if not url:
+                    raise ApiError(200, None, "the export completed without a download URL", "export")
+                self._download(url, output)
+                return
+            if job.get("status") == "error":
+                raise ApiError(200, None, str(job.get("error") or "the export failed"), "export")
+            bookmark = str(job.get("at_bookmark") or "") or None
+            time.sleep(POLL_WAIT_S)
+        raise ApiError(0, None, f"the export did not complete after {POLLS} polls", "export")
+
+    def import_sql(self, database_id: str, sql: str, *, what: str = "import") -> dict[str, Any]:
+        """Run an SQL file as `wrangler d1 execute --remote --file` does, atomically (a failed import leaves the
+        database as it was): POST …/import `{action: "init", etag: md5}`, PUT the file to `upload_url` (its ETag
+        must be the md5), POST `{action: "ingest", filename, etag}`, then `{action: "poll", current_bookmark}`
+        until `complete` (its `result`: num_queries, final_bookmark, meta) or `error` (ApiError). For batches
+        too large for one `/query` request. A lost answer to ingest or to the polls raises ApiOutcomeUnknown."""
+        data = sql.encode("utf-8")
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        path = f"/d1/database/{quote(database_id)}/import"
+        job = self.call("POST", path, {"action": "init", "etag": etag}, what=f"{what} (init)").get("result") or {}
+        if "upload_url" in job:
+            status, headers, answer = self._fetch(str(job["upload_url"]), "PUT", data)
+            if status != 200:
+                raise ApiError(status, None, f"the upload was refused: {answer[:200].decode('utf-8', 'replace')}", what)
+            if (headers.get("etag") or "").strip('"') != etag:
+                raise ApiError(status, None, "the uploaded file's ETag does not match its md5: retry", what)
+            payload = {"action": "ingest", "filename": job.get("filename"), "etag": etag}
+            job = self.call("POST", path, payload, idempotent=False, what=f"{what} (ingest)").get("result") or {}
+        for _ in range(POLLS):
+            if job.get("status") == "complete":
+                return dict(job.get("result") or {})
+            if job.get("status") == "error":
+                errors = job.get("errors") or [job.get("error") or "the import failed"]
+                raise ApiError(200, None, "; ".join(str(e) for e in errors), what)
+            time.sleep(POLL_WAIT_S if job.get("status") else 0)
+            payload = {"action": "poll", "current_bookmark": job.get("at_bookmark")}
+            try:
+                job = self.call("POST", path, payload, what=f"{what} (poll)").get("result") or {}
+            except ApiError as exc:
+                raise ApiOutcomeUnknown(
+                    exc.status, exc.code, f"the import's outcome could not be read: {exc.detail}", what
+                ) from exc
+        raise ApiOutcomeUnknown(0, None, f"the import did not complete after {POLLS} polls", what)
+
     # -- transport --------------------------------------------------------------------------------------------
 
     def call(
@@ -145,6 +208,58 @@ class D1Api:
                 raise ApiError(status, _code(body), _message(body, reason), what)
             return body
         raise AssertionError("unreachable")
+
+    def _fetch(
+        self, url: str, method: str = "GET", data: bytes | None = None, output: Path | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A request to a signed URL (upload or download: another host, no Authorization header), on its own
+        connection. With `output`, a 200's body is streamed into that file (written beside it, then renamed)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(0, None, "the API gave a URL that is not http(s)", "transfer")
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        with self._count_lock:
+            self.calls += 1
+        conn = kind(parts.hostname, parts.port, timeout=self.timeout)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            headers = {"Content-Length": str(len(data))} if data is not None else {}
+            conn.request(method, target or "/", body=data, headers=headers)
+            response = conn.getresponse()
+            found = {k.lower(): v for k, v in response.getheaders()}
+            if output is None or response.status != 200:
+                return response.status, found, response.read()
+            partial = output.with_name(f".{output.name}.download")
+            try:
+                with partial.open("wb") as out:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                os.chmod(partial, 0o600)
+                os.replace(partial, output)
+            finally:
+                partial.unlink(missing_ok=True)
+            return response.status, found, b""
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(0, None, f"no answer from the transfer URL ({type(exc).__name__})", "transfer") from exc
+        finally:
+            conn.close()
+
+    def _download(self, url: str, output: Path) -> None:
+        for attempt in range(RETRIES + 1):
+            try:
+                status, _, answer = self._fetch(url, output=output)
+            except ApiError:
+                if attempt == RETRIES:
+                    raise
+                self._backoff(attempt, None)
+                continue
+            if status == 200:
+                return
+            if status < 500 or attempt == RETRIES:
+                raise ApiError(
+                    status, None, f"the download failed: {answer[:200].decode('utf-8', 'replace')}", "export"
+                )
+            self._backoff(attempt, None)
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)

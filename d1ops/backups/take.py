@@ -11,14 +11,13 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from d1ops import __version__
-from d1ops.support.background import Background
 from d1ops.backups.catalog import write_manifest
-from d1ops.project.config import Environment
 from d1ops.backups.dumpfile import (
     SCHEMA_FILE,
     SQL_DUMP,
@@ -29,17 +28,30 @@ from d1ops.backups.dumpfile import (
     load_dump,
     write_table_json,
 )
+from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
-from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
+from d1ops.project.config import Environment
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
-from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, check_tables, count_rows_sql, created_before_parent, counts_from, schema_from
-from d1ops.wrangler.reads import read_schema
-from d1ops.sql.text import StatementTooLarge, ident
 from d1ops.run.tracking import LOCK_TABLE, TRACKING_TABLES, WRANGLER_TABLE
-from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
+from d1ops.sql.schema import (
+    SCHEMA_READ,
+    DatabaseSchema,
+    check_tables,
+    count_rows_sql,
+    counts_from,
+    created_before_parent,
+    schema_from,
+)
+from d1ops.sql.text import StatementTooLarge, ident
+from d1ops.support.background import Background
+from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
+from d1ops.wrangler.reads import read_schema
 
 FORMATS = ("sql", "json")
+# Writes an SQL dump of (tables, whole database?) to a path: wrangler's export by default; a fleet's goes through
+# the D1 API (run/fleet_backup.py). Everything else a backup does (load, count, manifest, verify) is the same.
+Exporter = Callable[[Path, list[str], bool], None]
 
 
 def take_backup(
@@ -53,10 +65,12 @@ def take_backup(
     head: str | None = None,
     bookmark: str | None = None,
     schema: DatabaseSchema | None = None,
+    exporter: Exporter | None = None,
 ) -> BackupResult | None:
     """Back up `tables` (None: the whole database) of `env` into a new backup folder, then verify it.
 
     `schema`, when the caller read it already (in the same call as the lock), saves a process.
+    `exporter` writes the dump instead of `wrangler d1 export` (a fleet's database, through the D1 API).
     Returns None when a whole-database backup finds no tables at all (nothing to lose).
     Raises BackupFailed when no backup could be written (then no folder is left behind); a backup
     that was written but failed verification is kept, marked unverified, and returned.
@@ -68,14 +82,19 @@ def take_backup(
     final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
     early: Background | None = None
+
+    def export(output: Path, names: list[str], whole: bool) -> None:
+        if exporter is not None:
+            exporter(output, names, whole)
+        else:
+            export_sql(project, env, output, tables=names, whole=whole)
+
     if schema is None and tables:  # named tables: their export needs only the names; the schema is read beside it
         try:
             clean_dead_partials(final.parent)
             make_private_dir(partial)
             names = list(dict.fromkeys(tables))
-            early = Background(
-                lambda: export_sql(project, env, partial / SQL_DUMP, tables=names, whole=False), "export"
-            )
+            early = Background(lambda: export(partial / SQL_DUMP, names, False), "export")
         except OSError:
             pass  # not writable: the steps below say so, in the backup's own words
     try:
@@ -105,12 +124,23 @@ def take_backup(
             if early is not None:
                 early.result()
             dumped = _write_dump(
-                project, env, partial, selected, schema, whole, fmt, Path(tmp), verify == "full", early is not None
+                project,
+                env,
+                partial,
+                selected,
+                schema,
+                whole,
+                fmt,
+                Path(tmp),
+                verify == "full",
+                early is not None,
+                export,
             )
             manifest: dict[str, Any] = {
                 "env": env.name,
                 "database": project.config.database,
                 "database_name": env.binding.database_name,
+                "database_id": env.binding.database_id,
                 "target": env.target,
                 "format": fmt,
                 "label": label,
@@ -126,7 +156,8 @@ def take_backup(
                 "live_rows_note": LIVE_ROWS_NOTE if live is None else LIVE_ROWS_READ,
                 "migration_head": head,
                 "bookmark": bookmark,
-                "wrangler_version": project.wrangler.version(),
+                "wrangler_version": project.wrangler.version() if exporter is None else None,
+                "exported_through": "wrangler" if exporter is None else "d1-api",
                 "d1ops_version": __version__,
                 "started_at": started,
                 "finished_at": None,
@@ -251,6 +282,7 @@ def _write_dump(
     tmp: Path,
     full: bool = False,
     exported: bool = False,
+    export: Exporter | None = None,
 ) -> Dumped:
     """Export through wrangler into `folder` (one process), load the export into SQLite and count it there.
 
@@ -258,20 +290,24 @@ def _write_dump(
     tables, `sqlite_sequence` and each regular FTS5 table's content are exported by name, and the rest of the
     schema is added from `schema`'s exact SQL; `dump.sql` is then written by d1ops, in restore order.
     `full`: start full verification's D1 load of the export while it is loaded into SQLite here.
-    `exported`: the named tables' export is in `folder` already.
+    `exported`: the named tables' export is in `folder` already. `export`: what writes a dump (default: wrangler's).
     """
+    if export is None:
+        export = lambda output, names, whole: export_sql(project, env, output, tables=names, whole=whole)  # noqa: E731
     dump, db = folder / SQL_DUMP, tmp / "load.sqlite"
     fallback = whole and bool(schema.virtual_tables)
     # A child created before its parent (ALTER TABLE … REFERENCES): wrangler's export, in creation order, has
     # its rows before the parent exists, which D1 refuses; dump.sql is then written by d1ops, parents first.
-    rewrite = fallback or bool(created_before_parent([t for t in schema.tables if t in set(tables)], schema.foreign_keys))
+    rewrite = fallback or bool(
+        created_before_parent([t for t in schema.tables if t in set(tables)], schema.foreign_keys)
+    )
     parents = AbsentParents() if whole else absent_parents(schema.ddl_for(tables), tables)
     if exported:
         pass  # the caller exported these named tables already
     elif whole and not fallback:
-        export_sql(project, env, dump, tables=tables, whole=True)
+        export(dump, tables, True)
     else:
-        export_sql(project, env, dump, tables=tables + (_fallback_extras(schema) if whole else []), whole=False)
+        export(dump, tables + (_fallback_extras(schema) if whole else []), False)
     scratch = start_scratch_load(project, dump, tmp, parents) if full and fmt == "sql" and not rewrite else None
     try:  # the dump wrangler wrote loaded as D1 loads it: the quick check of the backup, done here once
         load_dump(dump, db, foreign_keys=fmt == "sql" and not rewrite, parents=parents)

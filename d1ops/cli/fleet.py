@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from d1ops.cli.base import confirm_by_typing, emit_json, say, table
+from d1ops.cli.base import confirm_by_typing, emit_json, say, table, warn
 from d1ops.support.secrets import redact
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *,
 
 def render_fleet(report: FleetReport) -> None:
     s = report.summary()
+    for message in report.warnings:
+        warn(message)
     if report.resumed:
         say(f"Finished the interrupted run {report.resumed} (journal: databases done before were kept).")
     rows = [

@@ -53,7 +53,9 @@ accept_drift_option = click.option(
     "--concurrency", type=click.IntRange(1, 256), default=16, show_default=True, help="Fleet: databases at once."
 )
 @click.option("--keep-going", is_flag=True, help="Fleet: go on after a failure and report every one.")
-@click.option("--backup", "fleet_backup", is_flag=True, help="Fleet: also export every database (not built yet).")
+@click.option(
+    "--backup", "fleet_backup", is_flag=True, help="Fleet: a verified backup of each database before its apply."
+)
 @click.option("--shard", metavar="K/N", help="Fleet: only shard K of N (a hash of the name), its own journal.")
 @yes_option
 @json_option
@@ -91,7 +93,7 @@ def migrate(
         from d1ops.cli.fleet import run_fleet_migrate
         from d1ops.run.fleet import FleetOptions
 
-        opts = FleetOptions(only, exclude, canary, concurrency, keep_going, fleet_backup, shard, dry_run)
+        opts = FleetOptions(only, exclude, canary, concurrency, keep_going, fleet_backup, shard, dry_run, accept_drift)
         run_fleet_migrate(project, target, opts, yes=yes, as_json=as_json)
         return
     if fleet_flags:

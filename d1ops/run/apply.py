@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from d1ops.errors import LockHeld, MigrationFailed, OutcomeUnknown, WranglerError
+from d1ops.project.config import Environment
 from d1ops.run.lease import lease_guard_sql, read_lock_holder, release_lock_sql
 from d1ops.run.tracking import EnvState, read_state
 from d1ops.sql.rowguard import RowGuard, guard_failure, row_guard
+from d1ops.sql.schema import DatabaseSchema
 from d1ops.wrangler.runner import Statement
 
 if TYPE_CHECKING:
@@ -44,9 +46,11 @@ class Batch:
     guard: list[tuple[str, str]] | None = None  # (name, SQL) of the changes the row guard watches (None: no guard)
 
 
-def batch_text(owner: str, body: str, *, release: bool = True) -> str:
-    """The SQL of one apply batch as a string (fleets send it over the D1 API; `send_batch` writes a file)."""
-    return lease_guard_sql(owner) + body + (release_lock_sql(owner) if release else "")
+def batch_text(owner: str, body: str, *, release: bool = True, guard: RowGuard | None = None) -> str:
+    """The SQL of one apply batch as a string, in `send_batch`'s order: lease guard, row guard's counts, body,
+    row guard's check, release (fleets send it over the D1 API; `send_batch` writes the same pieces to a file)."""
+    start, end = (guard.start_sql, guard.end_sql) if guard else ("", "")
+    return lease_guard_sql(owner) + start + body + end + (release_lock_sql(owner) if release else "")
 
 
 def send_batch(run: Run, batch: Batch) -> list[Statement]:
@@ -91,9 +95,17 @@ def row_guard_of(run: Run, batch: Batch) -> RowGuard | None:
     """The row guard around this batch: each table's rows (and SET NULL / SET DEFAULT links) counted at its
     start and checked at its end, inside the same atomic batch (no extra process). None when the batch watches
     nothing, the environment turned it off (`row_guard: false`), or the schema was not read."""
-    if batch.guard is None or not run.env.row_guard or run.schema is None:
+    return row_guard_for(run.env, run.schema, batch.guard)
+
+
+def row_guard_for(
+    env: Environment, schema: DatabaseSchema | None, changes: list[tuple[str, str]] | None
+) -> RowGuard | None:
+    """The row guard of a batch applying `changes` ((name, SQL)) to a database of `schema` in `env`: None when
+    it watches nothing, `row_guard: false`, or the schema was not read. (A fleet's batches use it too.)"""
+    if changes is None or not env.row_guard or schema is None:
         return None
-    return row_guard(run.schema, batch.guard)
+    return row_guard(schema, changes)
 
 
 def lease_lost(run: Run, command: str) -> LockHeld | None:

@@ -2,9 +2,13 @@
 
 Per database, the same run as everywhere else, in 3 API calls for a change (2 when it is up to date):
 1. one query takes the lease and reads state and schema (tracking.lock_and_read_state's statements, sent to the
-   API instead of wrangler); the drift check and the plan follow;
-2. the Time Travel bookmark of the database before the change (its safety net);
-3. one atomic batch (`fleet_batch`): lease guard, each migration with its tracking rows, release of the lease.
+   API instead of wrangler); the checksum and schema drift checks (a drifted database is refused unless
+   --accept-drift) and the plan follow;
+2. the Time Travel bookmark of the database before the change (its safety net); with --backup, then an export
+   through the API written as a normal verified backup of that database (`fleet_backup.py`, +3 calls);
+3. one atomic batch (`fleet_batch`): lease guard, the row guard's counts, each migration with its tracking rows,
+   the row guard's check, release of the lease: the same pieces, in the same order, as `run/apply.py` sends. A
+   batch over D1's 100,000-byte limit for one request goes through the import flow instead (+3 calls).
 A failed batch changed nothing (D1 runs it as one transaction); the lease is then released in one more call.
 An answer lost on the way is read back (the state says what the batch did); nothing is ever sent twice.
 
@@ -22,25 +26,29 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from d1ops.changes.migrate import find_drift, plan_migrations
-from d1ops.errors import D1OpsError, GateRefused, LockHeld, UsageError, WranglerError
+from d1ops.errors import D1OpsError, GateRefused, LockHeld, WranglerError
 from d1ops.project.config import Environment
-from d1ops.project.migrations import MigrationFile
+from d1ops.project.migrations import MigrationFile, schema_drift
 from d1ops.project.project import Project
-from d1ops.run.apply import batch_text
+from d1ops.run.apply import batch_text, row_guard_for
+from d1ops.run.fleet_backup import FleetBackups
 from d1ops.run.fleet_journal import Journal, NullJournal
 from d1ops.run.fleet_report import Confirm, DbOutcome, FleetFailed, FleetProgress, FleetReport, Progress
 from d1ops.run.fleet_targets import ApiSeam, Target, parse_shard, resolve_fleet, select
 from d1ops.run.lease import lock_and_read_state, new_lock_owner, release_lock_sql
 from d1ops.run.replay import schema_sql
 from d1ops.run.tracking import CHECKSUM_TABLE, LOCK_TABLE, EnvState, actor, migration_batch, read_state
+from d1ops.sql.drift import DriftItem
+from d1ops.sql.rowguard import RowGuard, guard_failure, row_guard_warning
 from d1ops.sql.schema import DatabaseSchema
-from d1ops.sql.text import sql_for_batch
+from d1ops.sql.text import D1_STATEMENT_BYTES, sql_for_batch, utf8_len
 from d1ops.support.files import unique_stamp, utc_now, write_private
 
 if TYPE_CHECKING:
@@ -49,13 +57,16 @@ if TYPE_CHECKING:
 __all__ = ["FleetFailed", "FleetOptions", "FleetReport", "fleet_batch", "migrate_fleet", "resume_command"]
 
 
-def fleet_batch(owner: str, pending: list[MigrationFile], sqls: list[str], applied_by: str) -> str:
-    """The one atomic batch of a database: lease guard, each migration with its tracking rows, release of the
-    lease, then the recorded durations. (The run's own apply batch, built from the same tracking.py pieces.)"""
+def fleet_batch(
+    owner: str, pending: list[MigrationFile], sqls: list[str], applied_by: str, guard: RowGuard | None = None
+) -> str:
+    """The one atomic batch of a database: lease guard, row guard's counts, each migration with its tracking
+    rows, the recorded durations, row guard's check, release of the lease (`apply.batch_text`: the run's own
+    apply batch, built from the same tracking.py and rowguard.py pieces)."""
     body = "".join(migration_batch(m, sql, applied_by) for m, sql in zip(pending, sqls, strict=True))
     names = ", ".join("'" + m.name.replace("'", "''") + "'" for m in pending)
     body += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
-    return batch_text(owner, body)
+    return batch_text(owner, body, guard=guard)
 
 
 def failing_migration(schema: DatabaseSchema | None, pending: list[MigrationFile], sqls: list[str]) -> str | None:
@@ -92,6 +103,7 @@ class FleetOptions:
     backup: bool = False
     shard: str | None = None
     dry_run: bool = False
+    accept_drift: bool = False
 
 
 class FleetRun:
@@ -106,6 +118,30 @@ class FleetRun:
         self.stop = threading.Event()
         self.journal: Journal | NullJournal = NullJournal()
         self.started_applies: dict[str, dict[str, Any]] = {}  # a resumed run's journal: name → its "apply" event
+        # Tenants share their schema: the drift verdict and the row guard are worked out once per distinct
+        # (history, schema) and (schema, plan), not once per database.
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        self._memo_lock = threading.Lock()
+        self.backups: FleetBackups | None = None  # --backup: each database's export before its apply
+
+    def _memoised(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        with self._memo_lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = make()
+        with self._memo_lock:
+            return self._memo.setdefault(key, value)
+
+    def schema_drift_of(self, state: EnvState, schema: DatabaseSchema | None) -> list[DriftItem] | None:
+        """The objects unlike what the database's applied migrations make (the single run's `schema_drift`)."""
+        applied = list(state.applied)
+        cache = self.project.config.schema_cache
+        key = ("drift", tuple(applied), schema)
+        return self._memoised(key, lambda: schema_drift(self.migrations, applied, schema, cache))  # type: ignore[no-any-return]
+
+    def row_guard_of(self, schema: DatabaseSchema | None, changes: list[tuple[str, str]]) -> RowGuard | None:
+        key = ("guard", schema, tuple(changes))
+        return self._memoised(key, lambda: row_guard_for(self.env, schema, changes))  # type: ignore[no-any-return]
 
     def migrate_one(self, target: Target) -> DbOutcome:
         journal = self.journal
@@ -132,7 +168,8 @@ class FleetRun:
         env = replace(self.env, name=target.name)
         try:
             if self.opts.dry_run:  # a dry run only reads: no lease
-                state, schema = read_state(seam, env), None  # type: ignore[arg-type]
+                state = read_state(seam, env, with_schema=True)  # type: ignore[arg-type]
+                schema = state.schema
             else:
                 state, schema = lock_and_read_state(seam, env, self.owner, self.files, with_schema=True)  # type: ignore[arg-type]
         except WranglerError as exc:
@@ -142,6 +179,14 @@ class FleetRun:
             drift = find_drift(self.migrations, {target.name: state})
             if drift:
                 raise GateRefused("checksum drift: " + "; ".join(d.describe() for d in drift))
+            drifted = self.schema_drift_of(state, schema)
+            if drifted:
+                out.drift = [d.describe() for d in drifted]
+                if not self.opts.accept_drift:
+                    raise GateRefused(
+                        "drifted: " + "; ".join(out.drift) + f". Nothing was changed on {target.name}: put the "
+                        "hand-made change into a migration (or undo it), or run again with --accept-drift."
+                    )
             plan = plan_migrations(env, state, self.migrations, self.allowed)
             if not plan.to_apply:
                 out.result = "up-to-date"
@@ -157,18 +202,25 @@ class FleetRun:
                 out.bookmark = self.api.bookmark(target.id) or None
             except ApiError as exc:
                 raise D1OpsError(f"no Time Travel bookmark ({exc.detail}): nothing was applied") from exc
+            if self.backups is not None:
+                out.backup = self.backups.take(target, state, schema, out.bookmark)  # refused: nothing applied
             sqls = [self.sqls[m.name] for m in plan.to_apply]
-            text = fleet_batch(self.owner, plan.to_apply, sqls, self.who)
+            guard = self.row_guard_of(schema, [(m.name, sql) for m, sql in zip(plan.to_apply, sqls, strict=True)])
+            text = fleet_batch(self.owner, plan.to_apply, sqls, self.who, guard)
             plan_names = [m.name for m in plan.to_apply]
             self.journal.write({"event": "apply", "name": target.name, "bookmark": out.bookmark, "plan": plan_names})
             try:
-                self.api.query(target.id, text, idempotent=False, what=f"apply on {target.name}")
+                out.sent_by = send_fleet_batch(self.api, target, text)
                 held = False
             except ApiOutcomeUnknown as exc:
                 held = False  # the batch releases the lease itself, if it ran
                 self._read_back(seam, env, target, plan.to_apply, out, exc.detail)
                 return
             except ApiError as exc:
+                refused = guard_failure(exc.detail) if guard else None
+                if refused is not None:  # the row guard's own error: the batch was rolled back, lease still ours
+                    out.failed_migration = _guard_migration(guard, plan.to_apply)
+                    raise D1OpsError(refused) from exc
                 if self._holder(target) != self.owner:  # read from the lock row, not from the error's text
                     held = False
                     raise LockHeld("this run no longer held the lease: the batch was refused, nothing applied") from exc
@@ -226,6 +278,25 @@ class FleetRun:
         raise D1OpsError(f"the apply got no answer ({why}); read back: nothing of it was applied")
 
 
+def send_fleet_batch(api: D1Api, target: Target, text: str) -> str:
+    """Send one database's batch: one `/query` call, or, over D1's limit for one request (100,000 bytes of SQL),
+    the import flow wrangler uses for `execute --remote --file` (init, upload, ingest, poll: atomic too).
+    Returns how it went ("query" or "import")."""
+    if utf8_len(text) <= D1_STATEMENT_BYTES:
+        api.query(target.id, text, idempotent=False, what=f"apply on {target.name}")
+        return "query"
+    api.import_sql(target.id, text, what=f"apply on {target.name} (import)")
+    return "import"
+
+
+def _guard_migration(guard: RowGuard | None, pending: list[MigrationFile]) -> str | None:
+    """The migration whose statement the row guard blames (the first that deletes from a table it names)."""
+    if len(pending) == 1:
+        return pending[0].name
+    where = [w for w in (guard.effects.where.values() if guard else ()) if w]
+    return next((m.name for m in pending if m.name in where), None)
+
+
 def migrate_fleet(
     project: Project,
     env: Environment,
@@ -244,13 +315,13 @@ def migrate_fleet(
     begun = time.monotonic()
     calls0 = api.calls
     targets = select(resolve_fleet(api, env, project.config.root), opts.only, opts.exclude, shard)
-    if opts.backup:
-        raise UsageError(
-            "--backup (an export of every tenant) is not built yet: the Time Travel bookmark taken "
-            "before each database's apply is the fleet's safety net. Run without --backup."
-        )
     owner, done = new_lock_owner(), {}
     run = FleetRun(project, env, api, opts, owner)
+    off = row_guard_warning(env)
+    if off:
+        report.warnings.append(off)
+    if opts.backup and not opts.dry_run:
+        run.backups = FleetBackups(project, env, api)
     if env.protected and not opts.dry_run:
         if confirm is None:
             raise GateRefused(f"{env.name} is protected and no confirmation was given. Use --yes in CI.")
@@ -374,4 +445,5 @@ def resume_command(env: str, opts: FleetOptions) -> str:
         parts.append(f"--shard {opts.shard}")
     if opts.keep_going:
         parts.append("--keep-going")
+    parts += ["--backup"] * opts.backup + ["--accept-drift"] * opts.accept_drift
     return " ".join(parts)

@@ -25,6 +25,9 @@ class DbOutcome:
     error: str | None = None
     ms: int = 0
     failed_migration: str | None = None
+    drift: list[str] = field(default_factory=list)  # schema objects unlike the migrations' (refused, or accepted)
+    backup: dict[str, Any] | None = None  # --backup: the backup taken before the apply (path, verified, ...)
+    sent_by: str | None = None  # how the batch went: "query", or "import" (over D1's limit for one request)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +57,7 @@ class FleetReport:
     shard: str | None = None
     error: str | None = None
     report_path: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[DbOutcome]:
@@ -80,6 +84,8 @@ class FleetReport:
             "databases": [d.to_dict() for d in self.databases],
             "summary": self.summary(),
         }
+        if self.warnings:
+            doc["warnings"] = self.warnings
         if self.error:
             doc["error"] = self.error
         if self.report_path:

@@ -49,3 +49,11 @@ def cloudflare_api(tmp_path: Path) -> Iterator[CloudflareAPI]:
         yield CloudflareAPI(server.base_url, token, account_id, server, env)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def api(cloudflare_api: CloudflareAPI, monkeypatch: pytest.MonkeyPatch) -> CloudflareAPI:
+    """The fake API with its variables in this process's environment (a fleet's d1ops talks to it in-process)."""
+    for key, value in cloudflare_api.env.items():
+        monkeypatch.setenv(key, value)
+    return cloudflare_api

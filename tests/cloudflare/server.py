@@ -426,10 +426,10 @@ class FakeD1Server:
         shutil.rmtree(self.data_dir / "bookmarks" / db.uuid, ignore_errors=True)
 
     def api_query(self, db: Database, body: dict[str, Any], **_: Any) -> list[dict[str, Any]]:
-        return self._execute_batch(db, _query_items(body))
+        return self._execute_batch(db, _sized(_query_items(body)))
 
     def api_raw(self, db: Database, body: dict[str, Any], **_: Any) -> list[dict[str, Any]]:
-        return self._execute_batch(db, _query_items(body), raw=True)
+        return self._execute_batch(db, _sized(_query_items(body)), raw=True)
 
     def api_import(self, db: Database, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         action = body.get("action")
@@ -551,6 +551,17 @@ class FakeD1Server:
             "previous_bookmark": previous,
             "message": "Database restored successfully",
         }
+
+
+QUERY_BYTES = 100_000  # D1's limit on the SQL of one query (its documented statement limit); /import has none
+
+
+def _sized(items: list[tuple[str, list[Any] | None]]) -> list[tuple[str, list[Any] | None]]:
+    """Like D1: the SQL of a /query or /raw request over 100,000 bytes of UTF-8 is refused, nothing run."""
+    for sql, _ in items:
+        if len(sql.encode("utf-8")) > QUERY_BYTES:
+            raise sql_error("statement too long: SQLITE_TOOBIG")
+    return items
 
 
 def _query_items(body: dict[str, Any]) -> list[tuple[str, list[Any] | None]]:
