@@ -191,3 +191,77 @@ def test_a_batch_over_the_query_limit_goes_through_the_import_flow_all_or_nothin
     imports = [r for r in api.server.requests if r["path"].endswith("/import")]
     actions = [r["json"]["action"] for r in imports if r["path"].split("/")[-2] == fleet["tenant-002"]]
     assert actions == ["init", "ingest", "poll"]  # and one PUT to the upload URL between init and ingest
+
+
+SEARCH = """\
+    CREATE VIRTUAL TABLE notes_fts USING fts5(body, content='notes', content_rowid='id');
+    CREATE TRIGGER notes_ai AFTER INSERT ON notes BEGIN
+      INSERT INTO notes_fts(rowid, body) VALUES (new.id, new.body);
+    END;
+    CREATE INDEX notes_tagged ON notes(tag_id) WHERE tag_id IS NOT NULL;
+    CREATE VIEW tagged AS SELECT notes.id, tags.name FROM notes JOIN tags ON tags.id = notes.tag_id;
+    CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT NOT NULL);
+    """
+
+
+def test_backup_takes_a_verified_backup_of_each_database_before_its_apply_and_a_failed_one_touches_nothing(
+    api: CloudflareAPI, tmp_path: Path
+) -> None:
+    proj = fleet_project(tmp_path / "project")
+    fleet = make_fleet(api, 3)
+    assert migrate(proj)[0] == 0
+    for i, uuid in enumerate(fleet.values()):
+        api.server.execute(uuid, "INSERT INTO tags(name) VALUES ('naïve'), ('東京')")
+        values = ", ".join(f"('note {n} of {i}: ü€ 🦀', {1 + n % 2})" for n in range(10 + i))
+        api.server.execute(uuid, f"INSERT INTO notes(body, tag_id) VALUES {values}")
+    proj.write("migrations/0003_search.sql", SEARCH)
+    api.server.faults.add("export-error")  # the first database's export fails
+
+    code, doc = migrate(proj, "--backup", "--keep-going", "--concurrency", "1")
+    assert code == 1
+    first, *others = doc["databases"]
+    assert first["name"] == "tenant-000" and first["result"] == "failed" and first["backup"] is None
+    assert "backup before the apply failed" in first["error"] and "the export could not be completed" in first["error"]
+    assert "Nothing was applied to tenant-000" in first["error"]
+    assert [n for n, _ in recorded(api, fleet["tenant-000"])] == ["0001_notes.sql", "0002_tags.sql"]
+    assert rows(api, fleet["tenant-000"], "SELECT count(*) AS n FROM d1ops_lock") == [{"n": 0}]
+    for i, d in enumerate(others, 1):
+        assert d["result"] == "applied" and d["backup"]["verified"] is True, d
+        assert d["backup"]["tables"]["notes"] == 10 + i and d["backup"]["tables"]["tags"] == 2
+        manifest = json.loads((Path(d["backup"]["path"]) / "manifest.json").read_text())
+        assert manifest["database_name"] == d["name"] and manifest["database_id"] == fleet[d["name"]]
+        assert manifest["bookmark"] == d["bookmark"] and manifest["migration_head"] == "0002_tags.sql"
+        assert manifest["exported_through"] == "d1-api" and manifest["whole_database"] is True
+        assert Path(d["backup"]["path"]).parent == proj.root / "backups" / "tenants"
+    # Per database: lease+read, bookmark, 3 for the export (start, poll, download), the batch. tenant-000: lease,
+    # bookmark, the export's 2 calls, release.
+    assert doc["summary"]["api_calls"] == 1 + 6 * 2 + 5
+
+    listed = json.loads(proj.run("backups", "list", "tenants", "--json").stdout)
+    assert sorted(b["label"] for b in listed) == ["migrate-tenant-001", "migrate-tenant-002"]
+    verified = proj.run("backups", "verify", listed[0]["name"])
+    assert verified.exit_code == 0, verified.output
+
+    # A database with FTS5 (D1 refuses to export it whole): exported table by table, completed from its schema.
+    proj.write("migrations/0004_more.sql", "INSERT INTO events(what) VALUES ('migrated ✓');\n")
+    code, doc = migrate(proj, "--backup", "--only", "tenant-001")
+    assert code == 0, doc
+    (d,) = doc["databases"]
+    manifest = json.loads((Path(d["backup"]["path"]) / "manifest.json").read_text())
+    assert manifest["verified"] and [v["name"] for v in manifest["virtual_tables"]] == ["notes_fts"]
+    assert (
+        manifest["tables"]
+        and {"notes": 11, "tags": 2, "events": 0}.items() <= {t["name"]: t["rows"] for t in manifest["tables"]}.items()
+    )
+    ddl = "\n".join(manifest["schema"])
+    assert all(s in ddl for s in ("CREATE TRIGGER notes_ai", "CREATE VIEW tagged", "WHERE tag_id IS NOT NULL"))
+    assert "notes_fts" in (Path(d["backup"]["path"]) / "dump.sql").read_text()
+
+    # A fleet's backup is not restored into the fleet (a restore is one database's): the refusal says how.
+    refused = proj.run("restore", listed[0]["name"], "--env", "tenants", "--yes")
+    assert refused.exit_code == 2
+    said = " ".join(refused.output.split())
+    assert f"Backup {listed[0]['name']} is of {listed[0]['label'].removeprefix('migrate-')}" in said
+    assert "wrangler d1 time-travel restore tenant-00" in said and "--from-other-env" in said
+    other = proj.run("rollback", "tenants", "--yes")
+    assert other.exit_code == 2 and "tenants is a fleet (many databases)" in other.output

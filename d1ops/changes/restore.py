@@ -166,6 +166,22 @@ def check_backup(folder: Path, manifest: dict[str, Any], env: Environment, db: P
         )
 
 
+def fleet_restore_hint(env: Environment, folder: Path, manifest: dict[str, Any]) -> str:
+    """Why a backup cannot be restored into a fleet environment, and the two ways to restore that database."""
+    name, bookmark = manifest.get("database_name") or "that database", manifest.get("bookmark")
+    back = (
+        f"`npx wrangler d1 time-travel restore {name} --bookmark {bookmark}` (the bookmark taken just before the "
+        "backup: the same rows), or "
+        if bookmark
+        else ""
+    )
+    return (
+        f"{env.name} is a fleet: a restore works on one database. Backup {folder.name} is of {name}. Restore it with "
+        f"{back}an environment for {name} alone (target: remote, its own d1_databases entry) and "
+        f"`d1ops restore {folder.name} --env THAT_ENV --from-other-env`."
+    )
+
+
 def restore_backup(
     project: Project,
     folder: Path,
@@ -186,6 +202,8 @@ def restore_backup(
 
     env = project.config.env(env_name)
     manifest = read_manifest(folder)
+    if env.is_fleet:
+        raise UsageError(fleet_restore_hint(env, folder, manifest))
     with tempfile.TemporaryDirectory(prefix="d1ops-restore-") as tmp:
         source_db = Path(tmp) / "backup.sqlite"
         check_backup(folder, manifest, env, source_db, from_other_env=from_other_env)

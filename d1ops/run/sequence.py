@@ -26,6 +26,7 @@ from d1ops.errors import (
     Interrupted,
     LockHeld,
     OutcomeUnknown,
+    UsageError,
     WranglerError,
     WranglerNotFound,
     unexpected_stop,
@@ -186,6 +187,11 @@ class Change:
 def run_change(project: Project, change: Change, *, dry_run: bool = False, confirm: Confirm | None = None) -> RunReport:
     """Run one change through the whole sequence; returns the report, or raises RunFailed carrying it."""
     env = change.env
+    if env.is_fleet:  # many databases, reached through the API: only `migrate` (run/fleet.py) runs on them
+        raise UsageError(
+            f"{env.name} is a fleet (many databases): `{change.command}` works on one database through wrangler. "
+            f"Migrate a fleet with `d1ops migrate {env.name}`; for one of its databases, add an environment for it."
+        )
     report = RunReport(command=change.command, env=env.name, target=env.target, dry_run=dry_run, started_at=utc_now())
     run = Run(project, env, report, dry_run=dry_run)
     start = project.wrangler.processes

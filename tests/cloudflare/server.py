@@ -217,7 +217,8 @@ class FakeD1Server:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         # Fault modes, each fired once then cleared: "drop-after-import" runs an import's SQL on `ingest`, then
-        # closes the connection without an answer (the client cannot know the import happened).
+        # closes the connection without an answer (the client cannot know the import happened); "export-error"
+        # makes the next export end in status "error".
         self.faults: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -523,6 +524,9 @@ class FakeD1Server:
             db.export_job = {**job, "status": "complete", "messages": ["Uploaded part 1"], "result": result}
         except ApiError as exc:
             db.export_job = {**job, "status": "error", "error": exc.message}
+        if "export-error" in self.faults:
+            self.faults.discard("export-error")
+            db.export_job = {**job, "status": "error", "error": "D1 Export error: the export could not be completed"}
         return {**job, "status": "active", "messages": [f"Generating {filename}"]}
 
     def api_bookmark(self, db: Database, query: dict[str, str], **_: Any) -> dict[str, str]:
