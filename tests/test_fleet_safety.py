@@ -265,3 +265,10 @@ def test_backup_takes_a_verified_backup_of_each_database_before_its_apply_and_a_
     assert "wrangler d1 time-travel restore tenant-00" in said and "--from-other-env" in said
     other = proj.run("rollback", "tenants", "--yes")
     assert other.exit_code == 2 and "tenants is a fleet (many databases)" in other.output
+
+    # Pruning keeps the newest of each database of the fleet, not the newest of the fleet's folder.
+    pruned = proj.run("backups", "prune", "tenants", "--keep", "1")
+    assert pruned.exit_code == 0 and "Deleted 1 backup(s)" in pruned.output, pruned.output
+    left = json.loads(proj.run("backups", "list", "tenants", "--json").stdout)
+    assert sorted(b["label"] for b in left) == ["migrate-tenant-001", "migrate-tenant-002"]
+    assert d["backup"]["path"] in [b["path"] for b in left]  # tenant-001's newest

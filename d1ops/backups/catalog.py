@@ -135,19 +135,34 @@ def of_database(manifest: dict[str, Any], env: Environment) -> bool:
 
 
 def prune_backups(project: Project, env_name: str, keep: int, *, dry_run: bool = False) -> list[BackupEntry]:
-    """Delete all but the newest `keep` backups of this database in an environment; the newest verified one is
-    always kept. Another database's backups are never looked at: not those in its own folder (`databases:`),
-    nor those a second config file writes into the same folder (its manifests name its database)."""
+    """Delete all but the newest `keep` backups of this database in an environment (of each of its databases,
+    for a fleet); the newest verified one is always kept. Another database's backups are never looked at: not
+    those in its own folder (`databases:`), nor those a second config file writes into the same folder (its
+    manifests name its database)."""
     if keep < 1:
         raise UsageError("--keep must be at least 1.")
     env = project.config.env(env_name)
     entries = [e for e in list_backups(project, env_name) if of_database(e.manifest, env)]
-    newest_verified = next((e for e in entries if e.verified), None)
-    doomed = [e for e in entries[keep:] if e is not newest_verified]
+    doomed = []
+    for group in _per_database(entries, env):
+        newest_verified = next((e for e in group if e.verified), None)
+        doomed += [e for e in group[keep:] if e is not newest_verified]
     if not dry_run:
         for entry in doomed:
             shutil.rmtree(entry.path)
     return doomed
+
+
+def _per_database(entries: list[BackupEntry], env: Environment) -> list[list[BackupEntry]]:
+    """The backups of one database together (newest first): a fleet's folder holds one set per database of
+    the fleet (its manifest's database_id), kept and pruned apart; any other environment's is one set."""
+    if not env.is_fleet:
+        return [entries]
+    groups: dict[str, list[BackupEntry]] = {}
+    for entry in entries:
+        key = str(entry.manifest.get("database_id") or entry.manifest.get("database_name") or "")
+        groups.setdefault(key, []).append(entry)
+    return list(groups.values())
 
 
 def resolve_backup(project: Project, spec: str) -> Path:
