@@ -272,3 +272,37 @@ def test_backup_takes_a_verified_backup_of_each_database_before_its_apply_and_a_
     left = json.loads(proj.run("backups", "list", "tenants", "--json").stdout)
     assert sorted(b["label"] for b in left) == ["migrate-tenant-001", "migrate-tenant-002"]
     assert d["backup"]["path"] in [b["path"] for b in left]  # tenant-001's newest
+
+
+def test_a_fleet_backup_restores_into_its_database_through_an_environment_of_its_own(
+    api: CloudflareAPI, tmp_path: Path
+) -> None:
+    """The route the refusal names: an environment for the one database, then d1ops's own restore (wrangler)."""
+    proj = fleet_project(tmp_path / "project")
+    fleet = make_fleet(api, 2)
+    assert migrate(proj)[0] == 0
+    uuid = fleet["tenant-001"]
+    api.server.execute(uuid, "INSERT INTO notes(body) VALUES ('Grüße aus Köln 🍺'), ('안녕하세요'), ('plain')")
+    api.server.execute(fleet["tenant-000"], "INSERT INTO notes(body) VALUES ('only here')")
+    proj.write("migrations/0003_pins.sql", "ALTER TABLE notes ADD COLUMN pinned INTEGER;\n")
+    code, doc = migrate(proj, "--backup")
+    assert code == 0, doc
+    backup = Path(next(d for d in doc["databases"] if d["name"] == "tenant-001")["backup"]["path"])
+    api.server.execute(uuid, "DELETE FROM notes")  # the loss the backup is for
+
+    proj.write(
+        "wrangler.toml",
+        'name = "fleet-test"\ncompatibility_date = "2025-01-01"\n\n'
+        f'[[d1_databases]]\nbinding = "TENANT"\ndatabase_name = "tenant-001"\ndatabase_id = "{uuid}"\n',
+    )
+    proj.write(
+        "environments.yaml",
+        FLEET_ONLY + "  - name: tenant-001\n    target: remote\n    database: TENANT\n    backup: skip\n",
+    )
+    result = proj.run("restore", backup.name, "--env", "tenant-001", "--from-other-env", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    bodies = rows(api, uuid, "SELECT body FROM notes ORDER BY id")
+    assert [r["body"] for r in bodies] == ["Grüße aus Köln 🍺", "안녕하세요", "plain"]
+    assert "pinned" not in [c["name"] for c in rows(api, uuid, "SELECT name FROM pragma_table_info('notes')")]
+    other = rows(api, fleet["tenant-000"], "SELECT body, pinned FROM notes")
+    assert other == [{"body": "only here", "pinned": None}]  # the other database untouched (0003 applied there)
