@@ -48,6 +48,9 @@ def test_a_hand_altered_tenant_is_refused_as_drifted_and_the_others_are_applied(
     assert "pinned" not in [c["name"] for c in columns]
     # The schema came with the lease (no extra call): list, then 3 per applied database, 2 for the refused one.
     assert doc["summary"]["api_calls"] == 1 + 3 * 3 + 2
+    status = proj.run("status", "tenants", "--names")
+    assert status.output.startswith("tenants: 4 databases: 3 at head, 1 failed or drifted."), status.output
+    assert "drifted    tenant-002  schema: extra index notes_by_body" in status.output
 
     code, doc = migrate(proj, "--only", "tenant-002", "--accept-drift")
     assert code == 0, doc

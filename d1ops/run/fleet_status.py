@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 from d1ops.changes.migrate import find_drift
 from d1ops.errors import WranglerError
 from d1ops.project.config import Environment
+from d1ops.project.migrations import schema_drift
 from d1ops.project.project import Project
 from d1ops.project.status import APPLIED, NOT_READ, PENDING, SKIPPED, Cell, StatusReport
 from d1ops.run.fleet_journal import failed_in_last_run
 from d1ops.run.fleet_targets import ApiSeam, Target, resolve_fleet
-from d1ops.run.tracking import read_state
+from d1ops.run.tracking import EnvState, read_state
+from d1ops.sql.drift import DriftItem
 
 if TYPE_CHECKING:
     from d1ops.api.client import D1Api
@@ -86,15 +88,27 @@ def fleet_status(project: Project, env: Environment, api: D1Api | None = None, c
     failed_last = failed_in_last_run(project.config.env_dir(env.name) / "fleet")
     targets = resolve_fleet(api, env, project.config.root)
 
+    verdicts: dict[tuple[Any, ...], list[DriftItem] | None] = {}  # tenants share schemas: one replay each
+
+    def schema_drift_of(state: EnvState) -> list[DriftItem] | None:
+        key = (tuple(state.applied), state.schema)
+        if key not in verdicts:
+            verdicts[key] = schema_drift(migrations, list(state.applied), state.schema, project.config.schema_cache)
+        return verdicts[key]
+
     def read(target: Target) -> FleetDbState:
         try:
-            state = read_state(ApiSeam(api, target), replace(env, name=target.name))  # type: ignore[arg-type]
+            seam = ApiSeam(api, target)
+            state = read_state(seam, replace(env, name=target.name), with_schema=True)  # type: ignore[arg-type]
         except WranglerError as exc:
             return FleetDbState(target.name, target.id, [], len(head), "unreadable", exc.detail)
         behind = sum(1 for n in head if n not in state.applied)
         drift = find_drift(migrations, {target.name: state})
+        objects = schema_drift_of(state)
         if drift:
             kind, error = "drifted", "; ".join(d.describe() for d in drift)
+        elif objects:
+            kind, error = "drifted", "schema: " + "; ".join(d.describe() for d in objects)
         elif behind and target.name in failed_last:
             kind, error = "failed", failed_last[target.name]
         else:
