@@ -6,7 +6,7 @@ Per database, the same run as everywhere else, in 3 API calls for a change (2 wh
    --accept-drift) and the plan follow;
 2. the Time Travel bookmark of the database before the change (its safety net); with --backup, then an export
    through the API written as a normal verified backup of that database (`fleet_backup.py`, +3 calls);
-3. one atomic batch (`fleet_batch`): lease guard, the row guard's counts, each migration with its tracking rows,
+3. one atomic batch (`fleet_batch.py`): lease guard, the row guard's counts, each migration with its tracking rows,
    the row guard's check, release of the lease: the same pieces, in the same order, as `run/apply.py` sends. A
    batch over D1's 100,000-byte limit for one request goes through the import flow instead (+3 calls).
 A failed batch changed nothing (D1 runs it as one transaction); the lease is then released in one more call.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -37,57 +36,24 @@ from d1ops.errors import D1OpsError, GateRefused, LockHeld, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.migrations import MigrationFile, schema_drift
 from d1ops.project.project import Project
-from d1ops.run.apply import batch_text, row_guard_for
+from d1ops.run.apply import row_guard_for
 from d1ops.run.fleet_backup import FleetBackups
+from d1ops.run.fleet_batch import failing_migration, fleet_batch, guard_migration, send_fleet_batch
 from d1ops.run.fleet_journal import Journal, NullJournal
 from d1ops.run.fleet_report import Confirm, DbOutcome, FleetFailed, FleetProgress, FleetReport, Progress
 from d1ops.run.fleet_targets import ApiSeam, Target, parse_shard, resolve_fleet, select
 from d1ops.run.lease import lock_and_read_state, new_lock_owner, release_lock_sql
-from d1ops.run.replay import schema_sql
-from d1ops.run.tracking import CHECKSUM_TABLE, LOCK_TABLE, EnvState, actor, migration_batch, read_state
+from d1ops.run.tracking import LOCK_TABLE, EnvState, actor, read_state
 from d1ops.sql.drift import DriftItem
 from d1ops.sql.rowguard import RowGuard, guard_failure, row_guard_warning
 from d1ops.sql.schema import DatabaseSchema
-from d1ops.sql.text import D1_STATEMENT_BYTES, sql_for_batch, utf8_len
+from d1ops.sql.text import sql_for_batch
 from d1ops.support.files import unique_stamp, utc_now, write_private
 
 if TYPE_CHECKING:
     from d1ops.api.client import D1Api
 
 __all__ = ["FleetFailed", "FleetOptions", "FleetReport", "fleet_batch", "migrate_fleet", "resume_command"]
-
-
-def fleet_batch(
-    owner: str, pending: list[MigrationFile], sqls: list[str], applied_by: str, guard: RowGuard | None = None
-) -> str:
-    """The one atomic batch of a database: lease guard, row guard's counts, each migration with its tracking
-    rows, the recorded durations, row guard's check, release of the lease (`apply.batch_text`: the run's own
-    apply batch, built from the same tracking.py and rowguard.py pieces)."""
-    body = "".join(migration_batch(m, sql, applied_by) for m, sql in zip(pending, sqls, strict=True))
-    names = ", ".join("'" + m.name.replace("'", "''") + "'" for m in pending)
-    body += f"SELECT name, duration_ms FROM {CHECKSUM_TABLE} WHERE name IN ({names});\n"
-    return batch_text(owner, body, guard=guard)
-
-
-def failing_migration(schema: DatabaseSchema | None, pending: list[MigrationFile], sqls: list[str]) -> str | None:
-    """Which migration of a failed batch fails: the batch replayed one migration at a time on the database's
-    schema, in memory (no API call). None when the failure needs the data (a constraint on existing rows)."""
-    if schema is None:
-        return None
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        try:
-            conn.executescript(schema_sql(schema))
-        except sqlite3.Error:
-            return None
-        for m, sql in zip(pending, sqls, strict=True):
-            try:
-                conn.executescript(sql)
-            except sqlite3.Error:
-                return m.name
-        return None
-    finally:
-        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -219,7 +185,7 @@ class FleetRun:
             except ApiError as exc:
                 refused = guard_failure(exc.detail) if guard else None
                 if refused is not None:  # the row guard's own error: the batch was rolled back, lease still ours
-                    out.failed_migration = _guard_migration(guard, plan.to_apply)
+                    out.failed_migration = guard_migration(guard, plan.to_apply)
                     raise D1OpsError(refused) from exc
                 if self._holder(target) != self.owner:  # read from the lock row, not from the error's text
                     held = False
@@ -276,25 +242,6 @@ class FleetRun:
         if state.lock_owner == self.owner:
             self._release(target)
         raise D1OpsError(f"the apply got no answer ({why}); read back: nothing of it was applied")
-
-
-def send_fleet_batch(api: D1Api, target: Target, text: str) -> str:
-    """Send one database's batch: one `/query` call, or, over D1's limit for one request (100,000 bytes of SQL),
-    the import flow wrangler uses for `execute --remote --file` (init, upload, ingest, poll: atomic too).
-    Returns how it went ("query" or "import")."""
-    if utf8_len(text) <= D1_STATEMENT_BYTES:
-        api.query(target.id, text, idempotent=False, what=f"apply on {target.name}")
-        return "query"
-    api.import_sql(target.id, text, what=f"apply on {target.name} (import)")
-    return "import"
-
-
-def _guard_migration(guard: RowGuard | None, pending: list[MigrationFile]) -> str | None:
-    """The migration whose statement the row guard blames (the first that deletes from a table it names)."""
-    if len(pending) == 1:
-        return pending[0].name
-    where = [w for w in (guard.effects.where.values() if guard else ()) if w]
-    return next((m.name for m in pending if m.name in where), None)
 
 
 def migrate_fleet(
