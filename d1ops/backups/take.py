@@ -82,13 +82,7 @@ def take_backup(
     final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
     early: Background | None = None
-
-    def export(output: Path, names: list[str], whole: bool) -> None:
-        if exporter is not None:
-            exporter(output, names, whole)
-        else:
-            export_sql(project, env, output, tables=names, whole=whole)
-
+    export = exporter or wrangler_exporter(project, env)
     if schema is None and tables:  # named tables: their export needs only the names; the schema is read beside it
         try:
             clean_dead_partials(final.parent)
@@ -292,8 +286,7 @@ def _write_dump(
     `full`: start full verification's D1 load of the export while it is loaded into SQLite here.
     `exported`: the named tables' export is in `folder` already. `export`: what writes a dump (default: wrangler's).
     """
-    if export is None:
-        export = lambda output, names, whole: export_sql(project, env, output, tables=names, whole=whole)  # noqa: E731
+    export = export or wrangler_exporter(project, env)
     dump, db = folder / SQL_DUMP, tmp / "load.sqlite"
     fallback = whole and bool(schema.virtual_tables)
     # A child created before its parent (ALTER TABLE … REFERENCES): wrangler's export, in creation order, has
@@ -365,6 +358,11 @@ def _fallback_extras(schema: DatabaseSchema) -> list[str]:
 
 def _count(conn: sqlite3.Connection, table: str) -> int:
     return int(conn.execute(f"SELECT count(*) FROM {ident(table)}").fetchone()[0])
+
+
+def wrangler_exporter(project: Project, env: Environment) -> Exporter:
+    """The default Exporter: `export_sql` (wrangler d1 export)."""
+    return lambda output, names, whole: export_sql(project, env, output, tables=names, whole=whole)
 
 
 def export_sql(project: Project, env: Environment, output: Path, *, tables: list[str], whole: bool) -> None:
