@@ -194,6 +194,8 @@ def test_a_batch_over_the_query_limit_goes_through_the_import_flow_all_or_nothin
     imports = [r for r in api.server.requests if r["path"].endswith("/import")]
     actions = [r["json"]["action"] for r in imports if r["path"].split("/")[-2] == fleet["tenant-002"]]
     assert actions == ["init", "ingest", "poll"]  # and one PUT to the upload URL between init and ingest
+    uploads = [r for r in api.server.requests if r["path"].startswith("/upload/")]
+    assert len(uploads) == 3 and not any(r["authorized"] for r in uploads)  # the token goes to the API only
 
 
 SEARCH = """\
@@ -239,6 +241,10 @@ def test_backup_takes_a_verified_backup_of_each_database_before_its_apply_and_a_
     # Per database: lease+read, bookmark, 3 for the export (start, poll, download), the batch. tenant-000: lease,
     # bookmark, the export's 2 calls, release.
     assert doc["summary"]["api_calls"] == 1 + 6 * 2 + 5
+
+    downloads = [r for r in api.server.requests if r["path"].startswith("/download/")]
+    assert len(downloads) == 2 and not any(r["authorized"] for r in downloads)  # the token goes to the API only
+    assert all(r["authorized"] for r in api.server.requests if r["path"].startswith("/client/v4/"))
 
     listed = json.loads(proj.run("backups", "list", "tenants", "--json").stdout)
     assert sorted(b["label"] for b in listed) == ["migrate-tenant-001", "migrate-tenant-002"]

@@ -666,6 +666,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = None
         headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
         record = {"method": self.command, "path": url.path, "query": query, "json": body, "headers": headers}
+        record["authorized"] = "Authorization" in self.headers  # the token itself is never recorded
         with self.fake._lock:
             self.fake.requests.append(record)
         try:
