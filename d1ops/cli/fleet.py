@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from d1ops.cli.base import confirm_by_typing, emit_json, say, table, warn
+from d1ops.support import progress
 from d1ops.support.secrets import redact
 
 if TYPE_CHECKING:
@@ -21,17 +22,13 @@ if TYPE_CHECKING:
 def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *, yes: bool, as_json: bool) -> None:
     from d1ops.run import fleet
 
-    tty = sys.stderr.isatty() and not as_json
-
-    def show(p: FleetProgress) -> None:
-        if tty:
-            click.echo(f"\r{p.done}/{p.total} databases, {p.failures} failed, {p.rate:.0f}/s ", err=True, nl=False)
+    def show(p: FleetProgress) -> None:  # the one progress line (a backup's own steps share it, never garbled)
+        progress.step(f"{env.name}: {p.done}/{p.total} databases, {p.failures} failed, {p.rate:.0f}/s", same_step=True)
 
     try:
         report = fleet.migrate_fleet(project, env, opts, confirm=confirm_by_typing(yes), on_progress=show)
     except fleet.FleetFailed as exc:
-        if tty:
-            click.echo("", err=True)
+        progress.finish()
         if as_json:
             emit_json({**exc.report.to_dict(), "error": redact(exc.message), "exit_code": exc.exit_code})
             click.echo(f"Error: {redact(exc.message)}", err=True)
@@ -44,8 +41,7 @@ def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *,
             err=True,
         )
         sys.exit(130)
-    if tty:
-        click.echo("", err=True)
+    progress.finish()
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -74,11 +74,12 @@ def line_enabled() -> bool:
     return not (settings.quiet or settings.json) and _isatty(sys.stderr) and os.environ.get("TERM") != "dumb"
 
 
-def step(label: str) -> None:
-    """Name the step d1ops is on now (shown by the progress line with its elapsed time)."""
+def step(label: str, *, same_step: bool = False) -> None:
+    """Name the step d1ops is on now (shown by the progress line with its elapsed time). `same_step`: a new
+    label for the step under way (a count going up), its elapsed time kept."""
     global _step
     with _lock:
-        _step = (label, time.monotonic())
+        _step = (label, _step[1] if same_step and _step else time.monotonic())
     _ensure_ticker()
 
 
