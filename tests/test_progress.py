@@ -123,12 +123,14 @@ def test_line_names_the_step_the_wrangler_call_and_the_time(clean: None, monkeyp
 def test_a_count_going_up_keeps_its_steps_time_so_the_line_shows(clean: None, monkeypatch) -> None:
     """A fleet relabels its step for every database done (many times a second): the line still appears."""
     monkeypatch.setenv("NO_COLOR", "1")
-    progress.step("tenants: 1/1000 databases, 0 failed, 0/s", same_step=True)
     started = time.monotonic()
-    progress.step("tenants: 600/1000 databases, 1 failed, 100/s", same_step=True)
+    progress.step("tenants: 1/1000 databases, 0 failed, 0/s", since=started)
+    progress.step("tenants: 600/1000 databases, 1 failed, 100/s", since=started)
+    progress.step("Verifying 20261202T051000000Z-migrate-tenant-0601 (quick)")  # a backup's own step, in a worker
     assert progress.render(started + 1).startswith("tenants: 600/1000 databases, 1 failed, 100/s  1.")
-    progress.step("Verifying 20261202T051000000Z-migrate-tenant-0601 (quick)")  # a new step: its own time
-    assert progress.render(time.monotonic()) is None
+    progress.finish()
+    progress.step("Backing up production")  # the next command's steps are its own again
+    assert progress.render(time.monotonic() + 1).startswith("Backing up production  1.")
 
 
 def test_calls_side_by_side_show_as_one_line(clean: None, monkeypatch) -> None:

@@ -23,7 +23,7 @@ def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *,
     from d1ops.run import fleet
 
     def show(p: FleetProgress) -> None:  # the one progress line (a backup's own steps share it, never garbled)
-        progress.step(f"{env.name}: {p.done}/{p.total} databases, {p.failures} failed, {p.rate:.0f}/s", same_step=True)
+        progress.step(f"{env.name}: {p.done}/{p.total} databases, {p.failures} failed, {p.rate:.0f}/s", since=p.started)
 
     try:
         report = fleet.migrate_fleet(project, env, opts, confirm=confirm_by_typing(yes), on_progress=show)

@@ -34,6 +34,7 @@ class Settings:
 settings = Settings()
 _lock = threading.RLock()
 _step: tuple[str, float] | None = None  # (label, started at)
+_held = False  # the step holds the line (step(..., since=...)) until finish()
 _calls: dict[int, tuple[str, float]] = {}  # the running wrangler calls by thread: (short form, started at)
 _drawn = False
 _ticker: threading.Thread | None = None
@@ -48,10 +49,10 @@ def configure(*, quiet: bool | None = None, verbose: bool | None = None, json: b
 
 def reset() -> None:
     """Back to defaults (for each CLI invocation in one process, e.g. tests)."""
-    global _step
+    global _step, _held
     clear()
     settings.quiet = settings.verbose = settings.json = False
-    _step = None
+    _step, _held = None, False
     _calls.clear()
 
 
@@ -74,20 +75,24 @@ def line_enabled() -> bool:
     return not (settings.quiet or settings.json) and _isatty(sys.stderr) and os.environ.get("TERM") != "dumb"
 
 
-def step(label: str, *, same_step: bool = False) -> None:
-    """Name the step d1ops is on now (shown by the progress line with its elapsed time). `same_step`: a new
-    label for the step under way (a count going up), its elapsed time kept."""
-    global _step
+def step(label: str, *, since: float | None = None) -> None:
+    """Name the step d1ops is on now (shown by the progress line with its elapsed time). `since`: when the step
+    began (time.monotonic()), for a label that keeps changing (a fleet's count going up); such a step holds the
+    line until `finish()`: the steps of work under it (each database's backup) do not replace it."""
+    global _step, _held
     with _lock:
-        _step = (label, _step[1] if same_step and _step else time.monotonic())
+        if _held and since is None:
+            return
+        _held = since is not None
+        _step = (label, time.monotonic() if since is None else since)
     _ensure_ticker()
 
 
 def finish() -> None:
     """The command is done: no step any more, the line erased."""
-    global _step
+    global _step, _held
     with _lock:
-        _step = None
+        _step, _held = None, False
         _calls.clear()
         clear()
 
