@@ -32,6 +32,9 @@ def test_a_hand_altered_tenant_is_refused_as_drifted_and_the_others_are_applied(
     assert code == 0
     api.server.execute(fleet["tenant-002"], "CREATE INDEX notes_by_body ON notes(body)")  # made by hand
     proj.write("migrations/0003_pins.sql", "ALTER TABLE notes ADD COLUMN pinned INTEGER;\n")
+    code, dry = migrate(proj, "--dry-run")  # the dry run reads the schema too, and says so
+    assert code == 1 and [d["result"] for d in dry["databases"]] == ["skipped", "skipped", "failed", "skipped"]
+    assert dry["databases"][2]["error"].startswith("drifted: extra index notes_by_body")
 
     code, doc = migrate(proj, "--keep-going")
     assert code == 1
