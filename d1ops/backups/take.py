@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from d1ops import __version__
-from d1ops.support.background import Background
 from d1ops.backups.catalog import write_manifest
-from d1ops.project.config import Environment
 from d1ops.backups.dumpfile import (
     SCHEMA_FILE,
     SQL_DUMP,
@@ -29,17 +27,37 @@ from d1ops.backups.dumpfile import (
     load_dump,
     write_table_json,
 )
+from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
-from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
+from d1ops.project.config import Environment
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
-from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, check_tables, count_rows_sql, created_before_parent, counts_from, schema_from
-from d1ops.wrangler.reads import read_schema
-from d1ops.sql.text import StatementTooLarge, ident
 from d1ops.run.tracking import LOCK_TABLE, TRACKING_TABLES, WRANGLER_TABLE
-from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
+from d1ops.sql.schema import (
+    SCHEMA_READ,
+    DatabaseSchema,
+    check_tables,
+    count_rows_sql,
+    counts_from,
+    created_before_parent,
+    schema_from,
+)
+from d1ops.sql.text import StatementTooLarge, ident
+from d1ops.support.background import Background
+from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
+from d1ops.wrangler.reads import read_schema
 
 FORMATS = ("sql", "json")
+
+
+@dataclass(frozen=True)
+class Export:
+    """A `wrangler d1 export` of named tables, written already (a plan read the live rows with it): a backup of
+    those tables takes it as its dump instead of exporting again."""
+
+    path: Path
+    tables: tuple[str, ...]
+    started_at: str
 
 
 def take_backup(
@@ -53,22 +71,27 @@ def take_backup(
     head: str | None = None,
     bookmark: str | None = None,
     schema: DatabaseSchema | None = None,
+    export: Export | None = None,
 ) -> BackupResult | None:
     """Back up `tables` (None: the whole database) of `env` into a new backup folder, then verify it.
 
-    `schema`, when the caller read it already (in the same call as the lock), saves a process.
+    `schema`, when the caller read it already (in the same call as the lock), saves a process; so does `export`,
+    an export of exactly `tables` the caller made already (then the backup is of the rows as that export read them).
     Returns None when a whole-database backup finds no tables at all (nothing to lose).
     Raises BackupFailed when no backup could be written (then no folder is left behind); a backup
     that was written but failed verification is kept, marked unverified, and returned.
     """
     if fmt not in FORMATS:
         raise UsageError(f"Unknown backup format '{fmt}': use one of {', '.join(FORMATS)}.")
-    started = utc_now()
+    if export is not None and (tables is None or tuple(dict.fromkeys(tables)) != export.tables):
+        raise ValueError(f"the export holds {', '.join(export.tables)}, not the tables to back up")
+    started = export.started_at if export is not None else utc_now()
     stamp = utc_stamp()
     final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
     early: Background | None = None
-    if schema is None and tables:  # named tables: their export needs only the names; the schema is read beside it
+    # Named tables: their export needs only the names; the schema is read beside it.
+    if schema is None and tables and export is None:
         try:
             clean_dead_partials(final.parent)
             make_private_dir(partial)
@@ -104,8 +127,11 @@ def take_backup(
             make_private_dir(partial, exist_ok=early is not None)
             if early is not None:
                 early.result()
+            if export is not None:
+                shutil.copyfile(export.path, partial / SQL_DUMP)
+            exported = early is not None or export is not None
             dumped = _write_dump(
-                project, env, partial, selected, schema, whole, fmt, Path(tmp), verify == "full", early is not None
+                project, env, partial, selected, schema, whole, fmt, Path(tmp), verify == "full", exported
             )
             manifest: dict[str, Any] = {
                 "env": env.name,
@@ -264,7 +290,9 @@ def _write_dump(
     fallback = whole and bool(schema.virtual_tables)
     # A child created before its parent (ALTER TABLE … REFERENCES): wrangler's export, in creation order, has
     # its rows before the parent exists, which D1 refuses; dump.sql is then written by d1ops, parents first.
-    rewrite = fallback or bool(created_before_parent([t for t in schema.tables if t in set(tables)], schema.foreign_keys))
+    rewrite = fallback or bool(
+        created_before_parent([t for t in schema.tables if t in set(tables)], schema.foreign_keys)
+    )
     parents = AbsentParents() if whole else absent_parents(schema.ddl_for(tables), tables)
     if exported:
         pass  # the caller exported these named tables already
