@@ -4,7 +4,11 @@ layering protects is tested where it happens: every batch opens with the lease g
 from __future__ import annotations
 
 import ast
+import re
+from collections.abc import Iterator
 from pathlib import Path
+
+from d1ops.run import tracking
 
 SOURCE = Path(__file__).resolve().parent.parent / "d1ops"
 
@@ -69,3 +73,80 @@ def test_the_four_questions_are_answered_by_file_names() -> None:
     # where a restore is planned
     for path in ("run/lease.py", "run/report.py", "run/safety.py", "changes/restore.py"):
         assert (SOURCE / path).is_file(), path
+
+
+# SQL that writes a tracking table: rows added or removed, the table created, dropped or altered.
+TRACKING_WRITE = re.compile(
+    r"\b(INSERT(\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|DELETE\s+FROM|UPDATE|(CREATE|DROP|ALTER)\s+TABLE"
+    r"(\s+IF\s+(NOT\s+)?EXISTS)?)\s+[\"`\[]?(?P<table>d1_migrations|d1ops_migrations|d1ops_lock)\b",
+    re.IGNORECASE,
+)
+# The names the code spells the tables with, read from the module that owns them.
+TABLE_NAMES = {
+    "WRANGLER_TABLE": tracking.WRANGLER_TABLE,
+    "CHECKSUM_TABLE": tracking.CHECKSUM_TABLE,
+    "LOCK_TABLE": tracking.LOCK_TABLE,
+}
+
+
+def _text(node: ast.AST) -> str:
+    """A string expression as the SQL it makes: literal parts as written, a tracking table's name constant as the
+    name, anything else a placeholder."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_text(v) for v in node.values)
+    if isinstance(node, ast.FormattedValue):
+        return _text(node.value)
+    if isinstance(node, ast.Name | ast.Attribute):
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        return TABLE_NAMES.get(name, "{…}")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _text(node.left) + _text(node.right)
+    return "{…}"
+
+
+def tracking_writes(source: str) -> Iterator[tuple[int, str]]:
+    """(line, table) of every string in the code (docstrings left out) that writes a tracking table."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if id(node) in docstrings or not isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
+            continue
+        for match in TRACKING_WRITE.finditer(_text(node)):
+            yield node.lineno, match["table"].lower()
+
+
+def test_tracking_table_sql_is_written_only_where_tracking_and_the_lease_live() -> None:
+    # d1_migrations and d1ops_migrations: only run/tracking.py; the lock table: its DDL there, its lease in
+    # run/lease.py. Every other module asks them for the SQL (adopted_rows, rolled_back_rows, migration_batch …).
+    allowed = {
+        "d1_migrations": {"run/tracking.py"},
+        "d1ops_migrations": {"run/tracking.py"},
+        "d1ops_lock": {"run/tracking.py", "run/lease.py"},
+    }
+    found: dict[str, set[str]] = {table: set() for table in allowed}
+    for path in SOURCE.rglob("*.py"):
+        module = path.relative_to(SOURCE).as_posix()
+        for line, table in tracking_writes(path.read_text(encoding="utf-8")):
+            assert module in allowed[table], f"{module}:{line} writes {table}: ask run/tracking.py (or run/lease.py)"
+            found[table].add(module)
+    assert found == allowed  # the check sees the SQL where it is: it would see it anywhere else
+
+
+def test_the_tracking_sql_check_reads_f_strings_concatenation_and_skips_docstrings() -> None:
+    source = (
+        '"""INSERT INTO d1_migrations is how wrangler records a file (a docstring, not SQL)."""\n'
+        'a = f"DELETE FROM {WRANGLER_TABLE} WHERE name = {name};"\n'
+        'b = "INSERT OR REPLACE INTO " + tracking.CHECKSUM_TABLE + " VALUES (1)"\n'
+        "c = 'update \"d1ops_lock\" SET owner = NULL'\n"
+        'd = f"SELECT * FROM {WRANGLER_TABLE}"\n'
+    )
+    assert sorted(set(tracking_writes(source))) == [(2, "d1_migrations"), (3, "d1ops_migrations"), (4, "d1ops_lock")]
