@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from d1ops.backups import layout
+from d1ops.project import config
 from d1ops.run import tracking
 
 SOURCE = Path(__file__).resolve().parent.parent / "d1ops"
@@ -150,3 +152,60 @@ def test_the_tracking_sql_check_reads_f_strings_concatenation_and_skips_docstrin
         'd = f"SELECT * FROM {WRANGLER_TABLE}"\n'
     )
     assert sorted(set(tracking_writes(source))) == [(2, "d1_migrations"), (3, "d1ops_migrations"), (4, "d1ops_lock")]
+
+
+def code_strings(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, text) of every string of a module's code, f-strings and concatenations rendered as in
+    `tracking_writes`; docstrings left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if id(node) not in docstrings and isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
+            yield node.lineno, _text(node)
+
+
+def test_the_manifest_name_and_the_environment_name_pattern_are_spelled_once() -> None:
+    # Every other module uses layout.MANIFEST and config.NAME_PATTERN (messages included).
+    pattern = config.NAME_PATTERN.pattern
+    manifests, patterns = set(), set()
+    for path in SOURCE.rglob("*.py"):
+        module = path.relative_to(SOURCE).as_posix()
+        for line, text in code_strings(path):
+            if layout.MANIFEST in text:
+                manifests.add(f"{module}:{line}")
+            if text.removeprefix("^").removesuffix("$") == pattern:
+                patterns.add(f"{module}:{line}")
+    assert {m.split(":")[0] for m in manifests} == {"backups/layout.py"}, manifests
+    assert {p.split(":")[0] for p in patterns} == {"project/config.py"}, patterns
+
+
+def test_exit_codes_are_numbered_only_in_errors_py() -> None:
+    # sys.exit(1), ctx.exit(3), SystemExit(130), exit_code = 2: a number that means an exit code is errors.py's
+    # EXIT_* (0, success, excepted); os._exit of a forked child is not d1ops's exit code.
+    numbered = []
+    for path in SOURCE.rglob("*.py"):
+        module = path.relative_to(SOURCE).as_posix()
+        if module == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            value: ast.expr | None = None
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+                value = node.args[0] if name in ("exit", "SystemExit") else None
+            elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                named = [t.attr if isinstance(t, ast.Attribute) else getattr(t, "id", "") for t in targets]
+                value = node.value if "exit_code" in named else None
+            elif isinstance(node, ast.keyword) and node.arg == "exit_code":
+                value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, int) and value.value != 0:
+                numbered.append(f"{module}:{node.lineno}: {value.value}")
+    assert numbered == []

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from d1ops import __version__
+from d1ops.backups.layout import DEFAULT_FORMAT, FORMATS
 from d1ops.backups.catalog import write_manifest
 from d1ops.backups.dumpfile import (
     SCHEMA_FILE,
@@ -47,7 +48,6 @@ from d1ops.support.background import Background
 from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
 from d1ops.wrangler.reads import read_schema
 
-FORMATS = ("sql", "json")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def take_backup(
     tables: list[str] | None,
     label: str,
     verify: str | None = "quick",
-    fmt: str = "sql",
+    fmt: str = DEFAULT_FORMAT,
     head: str | None = None,
     bookmark: str | None = None,
     schema: DatabaseSchema | None = None,

@@ -7,6 +7,7 @@ from contextlib import closing
 from typing import Any, TextIO
 
 from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
+from d1ops.backups.layout import SQL, format_of
 from d1ops.changes.restore import BackupRestore
 from d1ops.run.apply import Batch
 from d1ops.run.lease import clear_lock_sql
@@ -91,7 +92,7 @@ class DatabaseRestore(BackupRestore):
 
     def _write_dump(self, out: TextIO) -> None:
         """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""
-        if self.manifest.get("format", "sql") == "sql":
+        if format_of(self.manifest) == SQL:
             write_compact_dump(self.folder / SQL_DUMP, out)
         else:
             dump_sqlite(self.source_db, out)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from d1ops.cli.base import confirm_by_typing, emit_json, say, table
+from d1ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PENDING
 from d1ops.support.secrets import redact
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *,
             f"\nInterrupted. Run the same command to finish the run: {fleet.resume_command(env.name, opts)}",
             err=True,
         )
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     if tty:
         click.echo("", err=True)
     if as_json:
@@ -85,7 +86,6 @@ def render_fleet(report: FleetReport) -> None:
 
 
 def show_fleet_status(project: Project, env: Environment, *, names: bool, check: bool, as_json: bool) -> None:
-    from d1ops.errors import EXIT_PENDING
     from d1ops.run import fleet_status
 
     st = fleet_status.fleet_status(project, env)
@@ -101,7 +101,7 @@ def show_fleet_status(project: Project, env: Environment, *, names: bool, check:
                         say(f"  {kind:<10} {d.name}  {detail}")
     s = st.summary()
     if s["unreadable"]:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     if check and (s["behind"] or s["failed"] or s["drifted"]):
         sys.exit(EXIT_PENDING)
 

@@ -330,7 +330,7 @@ def lint(project: Project, as_json: bool) -> None:
             say(f"{f.level}: {f.file}{at}:{rule} {f.message}")
         say(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
     if found.errors:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command()
@@ -406,7 +406,7 @@ def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
     else:
         _render_rehearsal(result)
     if not result.ok:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 def _render_rehearsal(result: rehearse.Rehearsal) -> None:
