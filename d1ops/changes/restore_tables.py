@@ -23,7 +23,7 @@ from d1ops.backups.dumpfile import load_dump
 from d1ops.backups.take import Export, export_sql
 from d1ops.changes.restore import BackupRestore, RestoreResult, rows_table
 from d1ops.changes.restore_database import warn_virtual
-from d1ops.errors import RestoreFailed
+from d1ops.errors import RestoreFailed, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch
@@ -98,7 +98,13 @@ class TablesRestore(BackupRestore):
         if self.existing:  # the tables the pre-restore backup holds: one export, read here once
             dump, tables = run.work / "current.sql", tuple(dict.fromkeys(self.backup_tables() or []))
             started = utc_now()
-            export_sql(self.project, self.env, dump, tables=list(tables), whole=False)
+            try:
+                export_sql(self.project, self.env, dump, tables=list(tables), whole=False)
+            except WranglerError as exc:
+                raise RestoreFailed(
+                    f"Cannot plan the restore of {self.env.name}: exporting {', '.join(tables)} failed "
+                    f"({exc.detail}). Nothing was touched; retry once `d1ops status {self.env.name}` reads it."
+                ) from exc
             load_dump(dump, current)
             self.export = Export(dump, tables, started)
         else:
