@@ -17,10 +17,9 @@ from typing import Any
 from d1ops.backups.layout import MANIFEST, REPORTS, format_of
 from d1ops.errors import BackupFailed, D1OpsError, UsageError
 from d1ops.project.config import Config, Environment
-from d1ops.support.files import write_private_json
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
-
+from d1ops.support.files import write_private_json
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from d1ops import __version__
-from d1ops.backups.layout import DEFAULT_FORMAT, FORMATS
 from d1ops.backups.catalog import write_manifest
 from d1ops.backups.dumpfile import (
     SCHEMA_FILE,
@@ -28,6 +27,7 @@ from d1ops.backups.dumpfile import (
     load_dump,
     write_table_json,
 )
+from d1ops.backups.layout import DEFAULT_FORMAT, FORMATS
 from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
 from d1ops.project.config import Environment
@@ -47,7 +47,6 @@ from d1ops.sql.text import StatementTooLarge, ident
 from d1ops.support.background import Background
 from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
 from d1ops.wrangler.reads import read_schema
-
 
 
 @dataclass(frozen=True)

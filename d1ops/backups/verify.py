@@ -14,23 +14,21 @@ check never takes away a `full` that still holds.
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from d1ops.backups.layout import MANIFEST, SQL, format_of
-from d1ops.support import progress
-from d1ops.support.background import Background
 from d1ops.backups.catalog import checksum_problems, read_manifest, write_manifest
 from d1ops.backups.dumpfile import SQL_DUMP, AbsentParents, backup_parents, dump_sqlite, load_backup, write_compact_dump
-from d1ops.errors import BackupFailed, ContentionError, WranglerError
-from d1ops.support.files import utc_now, work_dir
-from d1ops.project.project import Project
+from d1ops.backups.layout import MANIFEST, SQL, format_of
 from d1ops.backups.scratch import ScratchD1
+from d1ops.errors import BackupFailed, ContentionError, WranglerError
+from d1ops.project.project import Project
 from d1ops.sql.text import StatementTooLarge, ident
-
+from d1ops.support import progress
+from d1ops.support.background import Background
+from d1ops.support.files import utc_now, work_dir
 
 
 @dataclass
@@ -180,7 +178,9 @@ def _problem(
             return problem
         if scratch is None:  # JSON backups: D1 SQL written from the loaded SQLite
             parents = backup_parents(manifest)
-            scratch = ScratchLoad(project, Path(tmp), lambda out: parents.around(out, lambda body: dump_sqlite(db, body)))
+            scratch = ScratchLoad(
+                project, Path(tmp), lambda out: parents.around(out, lambda body: dump_sqlite(db, body))
+            )
         return scratch.result(expected_rows(manifest))
 
 
