@@ -4,7 +4,13 @@ layering protects is tested where it happens: every batch opens with the lease g
 from __future__ import annotations
 
 import ast
+import re
+from collections.abc import Iterator
 from pathlib import Path
+
+from d1ops.backups import layout
+from d1ops.project import config
+from d1ops.run import tracking
 
 SOURCE = Path(__file__).resolve().parent.parent / "d1ops"
 
@@ -69,3 +75,137 @@ def test_the_four_questions_are_answered_by_file_names() -> None:
     # where a restore is planned
     for path in ("run/lease.py", "run/report.py", "run/safety.py", "changes/restore.py"):
         assert (SOURCE / path).is_file(), path
+
+
+# SQL that writes a tracking table: rows added or removed, the table created, dropped or altered.
+TRACKING_WRITE = re.compile(
+    r"\b(INSERT(\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|DELETE\s+FROM|UPDATE|(CREATE|DROP|ALTER)\s+TABLE"
+    r"(\s+IF\s+(NOT\s+)?EXISTS)?)\s+[\"`\[]?(?P<table>d1_migrations|d1ops_migrations|d1ops_lock)\b",
+    re.IGNORECASE,
+)
+# The names the code spells the tables with, read from the module that owns them.
+TABLE_NAMES = {
+    "WRANGLER_TABLE": tracking.WRANGLER_TABLE,
+    "CHECKSUM_TABLE": tracking.CHECKSUM_TABLE,
+    "LOCK_TABLE": tracking.LOCK_TABLE,
+}
+
+
+def _text(node: ast.AST) -> str:
+    """A string expression as the SQL it makes: literal parts as written, a tracking table's name constant as the
+    name, anything else a placeholder."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_text(v) for v in node.values)
+    if isinstance(node, ast.FormattedValue):
+        return _text(node.value)
+    if isinstance(node, ast.Name | ast.Attribute):
+        name = node.id if isinstance(node, ast.Name) else node.attr
+        return TABLE_NAMES.get(name, "{…}")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _text(node.left) + _text(node.right)
+    return "{…}"
+
+
+def tracking_writes(source: str) -> Iterator[tuple[int, str]]:
+    """(line, table) of every string in the code (docstrings left out) that writes a tracking table."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if id(node) in docstrings or not isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
+            continue
+        for match in TRACKING_WRITE.finditer(_text(node)):
+            yield node.lineno, match["table"].lower()
+
+
+def test_tracking_table_sql_is_written_only_where_tracking_and_the_lease_live() -> None:
+    # d1_migrations and d1ops_migrations: only run/tracking.py; the lock table: its DDL there, its lease in
+    # run/lease.py. Every other module asks them for the SQL (adopted_rows, rolled_back_rows, migration_batch …).
+    allowed = {
+        "d1_migrations": {"run/tracking.py"},
+        "d1ops_migrations": {"run/tracking.py"},
+        "d1ops_lock": {"run/tracking.py", "run/lease.py"},
+    }
+    found: dict[str, set[str]] = {table: set() for table in allowed}
+    for path in SOURCE.rglob("*.py"):
+        module = path.relative_to(SOURCE).as_posix()
+        for line, table in tracking_writes(path.read_text(encoding="utf-8")):
+            assert module in allowed[table], f"{module}:{line} writes {table}: ask run/tracking.py (or run/lease.py)"
+            found[table].add(module)
+    assert found == allowed  # the check sees the SQL where it is: it would see it anywhere else
+
+
+def test_the_tracking_sql_check_reads_f_strings_concatenation_and_skips_docstrings() -> None:
+    source = (
+        '"""INSERT INTO d1_migrations is how wrangler records a file (a docstring, not SQL)."""\n'
+        'a = f"DELETE FROM {WRANGLER_TABLE} WHERE name = {name};"\n'
+        'b = "INSERT OR REPLACE INTO " + tracking.CHECKSUM_TABLE + " VALUES (1)"\n'
+        "c = 'update \"d1ops_lock\" SET owner = NULL'\n"
+        'd = f"SELECT * FROM {WRANGLER_TABLE}"\n'
+    )
+    assert sorted(set(tracking_writes(source))) == [(2, "d1_migrations"), (3, "d1ops_migrations"), (4, "d1ops_lock")]
+
+
+def code_strings(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, text) of every string of a module's code, f-strings and concatenations rendered as in
+    `tracking_writes`; docstrings left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if id(node) not in docstrings and isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
+            yield node.lineno, _text(node)
+
+
+def test_the_manifest_name_and_the_environment_name_pattern_are_spelled_once() -> None:
+    # Every other module uses layout.MANIFEST and config.NAME_PATTERN (messages included).
+    pattern = config.NAME_PATTERN.pattern
+    manifests, patterns = set(), set()
+    for path in SOURCE.rglob("*.py"):
+        module = path.relative_to(SOURCE).as_posix()
+        for line, text in code_strings(path):
+            if layout.MANIFEST in text:
+                manifests.add(f"{module}:{line}")
+            if text.removeprefix("^").removesuffix("$") == pattern:
+                patterns.add(f"{module}:{line}")
+    assert {m.split(":")[0] for m in manifests} == {"backups/layout.py"}, manifests
+    assert {p.split(":")[0] for p in patterns} == {"project/config.py"}, patterns
+
+
+def test_exit_codes_are_numbered_only_in_errors_py() -> None:
+    # sys.exit(1), ctx.exit(3), SystemExit(130), exit_code = 2: a number that means an exit code is errors.py's
+    # EXIT_* (0, success, excepted); os._exit of a forked child is not d1ops's exit code.
+    numbered = []
+    for path in SOURCE.rglob("*.py"):
+        module = path.relative_to(SOURCE).as_posix()
+        if module == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            value: ast.expr | None = None
+            if isinstance(node, ast.Call) and node.args:
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+                value = node.args[0] if name in ("exit", "SystemExit") else None
+            elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                named = [t.attr if isinstance(t, ast.Attribute) else getattr(t, "id", "") for t in targets]
+                value = node.value if "exit_code" in named else None
+            elif isinstance(node, ast.keyword) and node.arg == "exit_code":
+                value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, int) and value.value != 0:
+                numbered.append(f"{module}:{node.lineno}: {value.value}")
+    assert numbered == []

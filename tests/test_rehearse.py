@@ -66,20 +66,32 @@ def test_rehearse_names_the_failing_statement(proj: Proj) -> None:
 
 def test_promote_rehearse_stops_before_touching_the_target_when_the_rehearsal_fails(staged_proj: Proj) -> None:
     proj = staged_proj  # promoted to staging (conftest)
+    config = proj.config.read_text(encoding="utf-8")
+    staging = "    wrangler_env: staging\n"
+    proj.config.write_text(config.replace(staging, f"{staging}    protected: true\n"))
     proj.write("migrations/0003_tags.sql", "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n")
     # applies, but its own check fails: the rehearsal on a copy of staging says so before staging is touched
     proj.write(
         "migrations/0004_seed.sql", "-- d1ops: verify SELECT count(*) = 2 FROM tags\nINSERT INTO tags VALUES (1);\n"
     )
     assert proj.run("migrate", "dev").exit_code == 0
-    before = proj.query("SELECT name FROM d1_migrations ORDER BY id", "staging")
+    tracking = "SELECT name FROM d1_migrations UNION ALL SELECT name FROM d1ops_migrations ORDER BY 1"
+    before = proj.query(tracking, "staging"), proj.tables("staging")
 
-    result = proj.run("promote", "--to", "staging", "--rehearse")
+    # staging is protected and there is no terminal: the rehearsal's gate refuses first, in the change's plan
+    result = proj.run("promote", "--to", "staging", "--rehearse", "--json")
 
-    assert result.exit_code == 1
-    assert "0004_seed.sql  check failed" in result.output
-    assert "The rehearsal on a copy of staging failed: nothing was promoted." in result.output
-    assert proj.query("SELECT name FROM d1_migrations ORDER BY id", "staging") == before
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["command"] == "promote" and report["plan"] == ["0003_tags.sql", "0004_seed.sql"]
+    assert [m["result"] for m in report["rehearsal"]["migrations"]] == ["applied", "check failed"]
+    assert report["error"].startswith("The rehearsal on a copy of staging failed: nothing was promoted.\n")
+    assert "  0004_seed.sql: check failed: SELECT count(*) = 2 FROM tags -> 0" in result.stderr
+    assert "no terminal to confirm on" not in result.stderr  # refused before any confirmation
+    assert report["backup"] is None and report["migrations"] == []
+    assert (proj.query(tracking, "staging"), proj.tables("staging")) == before
+    assert proj.query("SELECT count(*) FROM d1ops_lock", "staging") == [(0,)]
+    assert [p.name for p in (proj.root / "backups" / "staging").iterdir()] == ["reports"]  # no backup taken
 
 
 def test_rehearse_copies_fts5_tables_and_their_triggers(proj: Proj) -> None:

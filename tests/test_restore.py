@@ -86,9 +86,9 @@ def test_restore_users_in_place_leaves_referencing_rows_untouched(proj: Proj) ->
         }
     ]
     assert report["dependents"] == []
-    # lock, schema + foreign keys, pre-restore backup (schema, export: rows counted in the dump), count of
-    # rows referencing the deleted user 5 (none), the batch
-    assert report["wrangler_processes"] == 6
+    # lock + state + schema and foreign keys, the plan's export of users (the pre-restore backup keeps it as its
+    # dump: rows counted in it), count of rows referencing the deleted user 5 (none), the batch
+    assert report["wrangler_processes"] == 4
     pre = Path(report["pre_restore_backup"])
     assert json.loads((pre / "manifest.json").read_text())["tables"] == [{"name": "users", "rows": 4}]
     assert json.loads(Path(report["report_path"]).read_text())["command"] == "restore"
@@ -123,6 +123,7 @@ def test_restore_refuses_to_cascade_into_other_tables_unless_allowed(proj: Proj)
         assert line in stderr
     assert "Nothing was changed." in stderr and "--allow-cascade cannot override RESTRICT" in stderr
     assert report["exit_code"] == 1
+    assert report["pre_restore_backup"] is None  # refused by the plan, before the pre-restore backup
     assert snapshot(proj, APP_TABLES) == before
     assert lock_rows(proj) == []
 
@@ -162,6 +163,64 @@ def test_restore_refuses_to_cascade_into_other_tables_unless_allowed(proj: Proj)
     assert lock_rows(proj) == []
 
 
+def test_a_restore_plans_its_rows_and_its_cascade_refusal_before_the_confirmation(proj: Proj) -> None:
+    from d1ops.changes.restore import restore_backup
+    from d1ops.errors import GateRefused
+    from d1ops.project.project import open_projects
+    from d1ops.run.sequence import RunFailed
+
+    config = proj.config.read_text(encoding="utf-8")
+    proj.config.write_text(config.replace("    backup: skip\n", "    backup: skip\n    protected: true\n", 1))
+    folder = take_backup(proj, "users", "--env", "dev")
+    users = rows(proj, "users")
+    # Gains user 4 back, changes user 1, loses user 5, whose session the restore's delete would cascade into.
+    sql(
+        proj,
+        "UPDATE users SET name = 'Ada (edited)' WHERE id = 1; DELETE FROM users WHERE id = 4; "
+        "INSERT INTO users (id, email, name) VALUES (5, 'new@example.com', 'New');"
+        "INSERT INTO sessions (id, user_id, expires_at) VALUES ('sess_new', 5, '2030-01-01')",
+    )
+    before = snapshot(proj, APP_TABLES)
+    project = open_projects(proj.config)[0]
+    shown: list[str] = []
+
+    def confirm(env: Any, description: str) -> None:
+        shown.append(description)
+        raise GateRefused("Confirmation did not match 'dev': nothing was changed.")
+
+    def restore_dev() -> Any:
+        return restore_backup(
+            project, folder, "dev", from_other_env=False, allow_cascade=False, dry_run=False, confirm=confirm
+        )
+
+    with pytest.raises(RunFailed) as refused:
+        restore_dev()
+    assert "sessions: 1 row(s) deleted (ON DELETE CASCADE of sessions(user_id) → users)" in refused.value.message
+    assert shown == []  # refused by the plan: nobody was asked
+    # lock + state + schema, the export, the dependent rows, the release
+    assert refused.value.report.wrangler_processes == 4
+    assert snapshot(proj, APP_TABLES) == before
+    assert [p.name for p in (proj.root / "backups" / "dev").iterdir() if p.name != "reports"] == [folder.name]
+
+    sql(proj, "DELETE FROM sessions WHERE id = 'sess_new'")
+    before = snapshot(proj, APP_TABLES)
+    with pytest.raises(RunFailed) as declined:
+        restore_dev()
+    assert "Confirmation did not match" in declined.value.message
+    assert shown == [
+        f"Restore 1 table(s) of dev in place from backup {folder} (taken from dev at "
+        f"{json.loads((folder / 'manifest.json').read_text())['started_at']}); the rows each table gains "
+        "(INSERTED), changes (UPDATED) and loses (DELETED):\n"
+        "  TABLE  ROWS  BEFORE  INSERTED  UPDATED  DELETED\n"
+        "  users  4     4       1         1        1\n"
+        "No row of another table changes.\n"
+        "A verified pre-restore backup is taken first."
+    ]
+    assert snapshot(proj, APP_TABLES) == before and rows(proj, "users") != users
+    assert [p.name for p in (proj.root / "backups" / "dev").iterdir() if p.name != "reports"] == [folder.name]
+    assert lock_rows(proj) == []
+
+
 def test_backup_drop_restore_gives_back_every_row_of_a_big_table(proj: Proj) -> None:
     # through wrangler: the REAL values below are the doubles D1's parser makes of these literals (Python's sqlite3
     # parses -1.5e-300 to a neighbouring double, which does not survive D1's export and import exactly)
@@ -184,7 +243,7 @@ def test_backup_drop_restore_gives_back_every_row_of_a_big_table(proj: Proj) -> 
     assert rows(proj, "big") == expected
     assert report["tables"][0]["recreated"] is True
     assert report["pre_restore_backup"] is None  # nothing of big existed to back up
-    assert report["wrangler_processes"] == 3  # lock, schema, the batch
+    assert report["wrangler_processes"] == 2  # lock + state + schema, the batch
     assert lock_rows(proj) == []
 
 

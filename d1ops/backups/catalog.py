@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from d1ops.backups.layout import MANIFEST, REPORTS, format_of
 from d1ops.errors import BackupFailed, D1OpsError, UsageError
 from d1ops.project.config import Config, Environment
-from d1ops.support.files import write_private_json
 from d1ops.project.migrations import sha256_file
 from d1ops.project.project import Project
-
-MANIFEST = "manifest.json"
-REPORTS = "reports"
+from d1ops.support.files import write_private_json
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -120,7 +118,7 @@ def list_backups(project: Project, env_name: str | None = None) -> list[BackupEn
                 size=sum(int(f["size"]) for f in manifest["files"]),
                 verified=bool(manifest.get("verified")),
                 verify_level=manifest.get("verify_level"),
-                format=str(manifest.get("format", "sql")),
+                format=format_of(manifest),
                 manifest=manifest,
             )
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from d1ops.backups.layout import SQL, format_of
 from d1ops.sql.schema import (
     ORDINARY_TABLES_QUERY,
     DatabaseSchema,
@@ -171,7 +172,7 @@ def load_backup(folder: Path, manifest: dict[str, Any], db: Path, *, foreign_key
     `foreign_keys`: as D1 loads it (see load_dump), the tables a backup of some tables references stood in for.
     """
     parents = backup_parents(manifest) if foreign_keys else AbsentParents()
-    if manifest.get("format", "sql") == "sql":
+    if format_of(manifest) == SQL:
         load_dump(folder / SQL_DUMP, db, foreign_keys=foreign_keys, parents=parents)
         return
     conn = sqlite3.connect(db, isolation_level=None)

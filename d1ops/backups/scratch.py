@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 
 from d1ops.project.config import Binding, Environment
-from d1ops.sql.schema import read_schema_sqlite
-from d1ops.wrangler.reads import count_rows
-from d1ops.sql.text import ident
 from d1ops.run.tracking import TRACKING_TABLES
+from d1ops.sql.schema import read_schema_sqlite
+from d1ops.sql.text import ident
+from d1ops.wrangler.reads import count_rows
 from d1ops.wrangler.runner import Statement, Wrangler
 
 SCRATCH_BINDING = "DB"

@@ -28,6 +28,7 @@ from d1ops.backups.dumpfile import (
     load_dump,
     write_table_json,
 )
+from d1ops.backups.layout import DEFAULT_FORMAT, FORMATS
 from d1ops.backups.verify import BackupResult, ScratchLoad, start_scratch_load, verify_backup
 from d1ops.errors import BackupFailed, D1OpsError, UsageError, WranglerError
 from d1ops.project.config import Environment
@@ -48,10 +49,19 @@ from d1ops.support.background import Background
 from d1ops.support.files import make_private_dir, pid_alive, utc_now, utc_stamp, work_dir
 from d1ops.wrangler.reads import read_schema
 
-FORMATS = ("sql", "json")
 # Writes an SQL dump of (tables, whole database?) to a path: wrangler's export by default; a fleet's goes through
 # the D1 API (run/fleet_backup.py). Everything else a backup does (load, count, manifest, verify) is the same.
 Exporter = Callable[[Path, list[str], bool], None]
+
+
+@dataclass(frozen=True)
+class Export:
+    """A `wrangler d1 export` of named tables, written already (a plan read the live rows with it): a backup of
+    those tables takes it as its dump instead of exporting again."""
+
+    path: Path
+    tables: tuple[str, ...]
+    started_at: str
 
 
 def take_backup(
@@ -61,15 +71,17 @@ def take_backup(
     tables: list[str] | None,
     label: str,
     verify: str | None = "quick",
-    fmt: str = "sql",
+    fmt: str = DEFAULT_FORMAT,
     head: str | None = None,
     bookmark: str | None = None,
     schema: DatabaseSchema | None = None,
     exporter: Exporter | None = None,
+    export: Export | None = None,
 ) -> BackupResult | None:
     """Back up `tables` (None: the whole database) of `env` into a new backup folder, then verify it.
 
-    `schema`, when the caller read it already (in the same call as the lock), saves a process.
+    `schema`, when the caller read it already (in the same call as the lock), saves a process; so does `export`,
+    an export of exactly `tables` the caller made already (then the backup is of the rows as that export read them).
     `exporter` writes the dump instead of `wrangler d1 export` (a fleet's database, through the D1 API).
     Returns None when a whole-database backup finds no tables at all (nothing to lose).
     Raises BackupFailed when no backup could be written (then no folder is left behind); a backup
@@ -77,18 +89,21 @@ def take_backup(
     """
     if fmt not in FORMATS:
         raise UsageError(f"Unknown backup format '{fmt}': use one of {', '.join(FORMATS)}.")
-    started = utc_now()
+    if export is not None and (tables is None or tuple(dict.fromkeys(tables)) != export.tables):
+        raise ValueError(f"the export holds {', '.join(export.tables)}, not the tables to back up")
+    started = export.started_at if export is not None else utc_now()
     stamp = utc_stamp()
     final = project.config.env_dir(env.name) / f"{stamp}-{_safe_label(label)}"
     partial = final.with_name(f".{final.name}.{os.getpid()}.partial")  # the pid: see clean_dead_partials
     early: Background | None = None
-    export = exporter or wrangler_exporter(project, env)
-    if schema is None and tables:  # named tables: their export needs only the names; the schema is read beside it
+    run_export = exporter or wrangler_exporter(project, env)
+    # Named tables: their export needs only the names; the schema is read beside it.
+    if schema is None and tables and export is None:
         try:
             clean_dead_partials(final.parent)
             make_private_dir(partial)
             names = list(dict.fromkeys(tables))
-            early = Background(lambda: export(partial / SQL_DUMP, names, False), "export")
+            early = Background(lambda: run_export(partial / SQL_DUMP, names, False), "export")
         except OSError:
             pass  # not writable: the steps below say so, in the backup's own words
     try:
@@ -117,6 +132,9 @@ def take_backup(
             make_private_dir(partial, exist_ok=early is not None)
             if early is not None:
                 early.result()
+            if export is not None:
+                shutil.copyfile(export.path, partial / SQL_DUMP)
+            exported = early is not None or export is not None
             dumped = _write_dump(
                 project,
                 env,
@@ -127,8 +145,8 @@ def take_backup(
                 fmt,
                 Path(tmp),
                 verify == "full",
-                early is not None,
-                export,
+                exported,
+                run_export,
             )
             manifest: dict[str, Any] = {
                 "env": env.name,

@@ -14,22 +14,21 @@ check never takes away a `full` that still holds.
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from d1ops.support import progress
-from d1ops.support.background import Background
 from d1ops.backups.catalog import checksum_problems, read_manifest, write_manifest
 from d1ops.backups.dumpfile import SQL_DUMP, AbsentParents, backup_parents, dump_sqlite, load_backup, write_compact_dump
-from d1ops.errors import BackupFailed, ContentionError, WranglerError
-from d1ops.support.files import utc_now, work_dir
-from d1ops.project.project import Project
+from d1ops.backups.layout import MANIFEST, SQL, format_of
 from d1ops.backups.scratch import ScratchD1
+from d1ops.errors import BackupFailed, ContentionError, WranglerError
+from d1ops.project.project import Project
 from d1ops.sql.text import StatementTooLarge, ident
-
+from d1ops.support import progress
+from d1ops.support.background import Background
+from d1ops.support.files import utc_now, work_dir
 
 
 @dataclass
@@ -146,7 +145,7 @@ def verify_backup(
             write_manifest(folder, manifest)
         except OSError as exc:
             raise BackupFailed(
-                f"Could not record the verification in {folder}/manifest.json ({exc.strerror or exc}); the "
+                f"Could not record the verification in {folder}/{MANIFEST} ({exc.strerror or exc}); the "
                 "manifest was left as it was. Free space and run `d1ops backups verify` again."
             ) from exc
     return BackupResult(folder, manifest, verified, reached if verified else None, problem)
@@ -169,7 +168,7 @@ def _problem(
         return problem
     progress.step(f"Verifying {folder.name} ({level})")
     with work_dir("verify") as tmp:
-        if level == "full" and scratch is None and manifest.get("format", "sql") == "sql":
+        if level == "full" and scratch is None and format_of(manifest) == SQL:
             scratch = start_scratch_load(project, folder / SQL_DUMP, Path(tmp), backup_parents(manifest))
         db = loaded or Path(tmp) / "verify.sqlite"
         problem = _sqlite_problem(folder, manifest, loaded, db)
@@ -179,7 +178,9 @@ def _problem(
             return problem
         if scratch is None:  # JSON backups: D1 SQL written from the loaded SQLite
             parents = backup_parents(manifest)
-            scratch = ScratchLoad(project, Path(tmp), lambda out: parents.around(out, lambda body: dump_sqlite(db, body)))
+            scratch = ScratchLoad(
+                project, Path(tmp), lambda out: parents.around(out, lambda body: dump_sqlite(db, body))
+            )
         return scratch.result(expected_rows(manifest))
 
 
@@ -236,7 +237,7 @@ def expected_rows(manifest: dict[str, Any]) -> dict[str, int]:
 
 
 def _required_files(manifest: dict[str, Any]) -> list[str]:
-    if manifest.get("format", "sql") == "sql":
+    if format_of(manifest) == SQL:
         return [SQL_DUMP]
     virtual = [v["name"] for v in manifest.get("virtual_tables") or [] if v.get("content") == "rows"]
     return [f"{name}.json" for name in [*(t["name"] for t in manifest["tables"]), *virtual]]

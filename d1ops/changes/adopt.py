@@ -18,9 +18,8 @@ from d1ops.project.project import Project
 from d1ops.run.apply import Batch, send_batch
 from d1ops.run.report import RunReport
 from d1ops.run.sequence import Change, Confirm, Run, run_change
-from d1ops.run.tracking import CHECKSUM_TABLE, NOW, TRACKING_TABLES, WRANGLER_TABLE, actor
+from d1ops.run.tracking import TRACKING_TABLES, actor, adopted_rows
 from d1ops.sql.schema import DatabaseSchema
-from d1ops.sql.text import quote
 from d1ops.wrangler.reads import read_schema
 
 ADOPTED_BY = "adopted by"
@@ -139,15 +138,7 @@ def schema_statements(schema: DatabaseSchema) -> list[str]:
 def adopt_batch(files: list[MigrationFile], ddl: list[str], applied_by: str) -> str:
     """The schema (with --schema-from) and both tracking rows of every adopted file; the run adds the lease
     guard and the release."""
-    parts = [f"{statement}\n" for statement in ddl]
-    for m in files:
-        name = quote(m.name)
-        parts.append(f"INSERT INTO {WRANGLER_TABLE} (name) values ({name});\n")
-        parts.append(
-            f"INSERT OR REPLACE INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms) "
-            f"VALUES ({name}, {quote(m.checksum)}, {NOW}, {quote(applied_by)}, NULL);\n"
-        )
-    return "".join(parts)
+    return "".join(f"{statement}\n" for statement in ddl) + adopted_rows(files, applied_by)
 
 
 def run_adopt(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from d1ops.errors import GateRefused, MigrationFailed, OutcomeUnknown, UsageError, WranglerError
 from d1ops.project.config import Environment
@@ -22,13 +21,10 @@ from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.report import MigrationOutcome, RunReport, elapsed_ms
 from d1ops.run.sequence import Change, Confirm, Run, run_change
-from d1ops.run.tracking import CHECKSUM_TABLE, EnvState, actor, migration_batch, read_state, read_states
+from d1ops.run.tracking import CHECKSUM_TABLE, EnvState, actor, migration_batch, read_states
 from d1ops.sql.rowguard import schema_after
 from d1ops.sql.text import quote, sql_for_batch
 from d1ops.support import progress
-
-if TYPE_CHECKING:
-    from d1ops.run.rehearse import Rehearsal
 
 
 @dataclass(frozen=True)
@@ -152,6 +148,7 @@ class MigrateChange(Change):
         self.only_from_predecessor = only_from_predecessor
         self.one_by_one = one_by_one
         self.accept_drift = False
+        self.rehearse = False  # promote --rehearse: rehearse the plan on a copy of the target first (the gate)
         self.plan_: Plan | None = None
 
     def prepare(self, run: Run) -> None:
@@ -179,6 +176,8 @@ class MigrateChange(Change):
         run.report.skipped = plan.skipped
         run.report.warnings += plan.warnings
         gate_plan(self.project, self.env, plan, self.states)
+        if self.rehearse and plan.to_apply:
+            gate_rehearsal(run, self.project, self.env, plan)
         return bool(plan.to_apply)
 
     def describe(self) -> str:
@@ -350,13 +349,14 @@ def run_migrate(
     only_from_predecessor: bool = False,
     one_by_one: bool = False,
     accept_drift: bool = False,
+    rehearse: bool = False,
 ) -> RunReport:
     """Apply pending migrations to one environment, through every gate. Raises RunFailed carrying the report."""
     env = project.config.env(env_name)
     change = MigrateChange(
         project, env, command=command, only_from_predecessor=only_from_predecessor, one_by_one=one_by_one
     )
-    change.accept_drift = accept_drift
+    change.accept_drift, change.rehearse = accept_drift, rehearse
     return run_change(project, change, dry_run=dry_run, confirm=confirm)
 
 
@@ -374,15 +374,30 @@ def behind_env(project: Project) -> Environment:
     raise UsageError("Every environment already has what the one before it has: nothing to promote.")
 
 
-def rehearse_promotion(project: Project, to: str | None) -> tuple[Environment, Rehearsal]:
-    """promote --rehearse's gate: what promote would apply to its target (only what the environment before it
-    has), rehearsed on a copy of the target's data. Returns the target and the rehearsal; changes nothing."""
+def gate_rehearsal(run: Run, project: Project, env: Environment, plan: Plan) -> None:
+    """promote --rehearse's gate, in the plan (a dry run included, before any confirmation): exactly the files the
+    plan applies, rehearsed on a scratch copy of the target's data under the run's lock. The rehearsal goes into
+    the report; one that fails refuses the run, and the target is only read (rehearse.py: its state, its schema,
+    its export)."""
     from d1ops.run.rehearse import rehearse
 
-    target = project.config.env(to) if to else behind_env(project)
-    previous = project.config.predecessor(target)
-    only = set(read_state(project.wrangler, previous).applied) if previous else None
-    return target, rehearse(project, target.name, only=only)
+    rehearsal = rehearse(project, env.name, only={m.name for m in plan.to_apply})
+    if isinstance(run.report.details, dict):
+        run.report.details["rehearsal"] = rehearsal
+    if rehearsal.ok:
+        return
+    failing = []
+    for m in rehearsal.migrations:
+        if m.result == "applied":
+            continue
+        said = [m.error] if m.error else []
+        said += [f"{c['sql']} -> {c.get('error') or c.get('value')}" for c in m.checks if not c["passed"]]
+        failing.append(f"  {m.name}: {m.result}" + (f": {'; '.join(said)}" if said else ""))
+    raise GateRefused(
+        f"The rehearsal on a copy of {env.name} failed: nothing was promoted.\n"
+        + "\n".join(failing)
+        + f"\nFix the migration (`d1ops rehearse {env.name}` shows each one's effect), then promote again."
+    )
 
 
 def run_promote(
@@ -393,7 +408,10 @@ def run_promote(
     confirm: Confirm | None = None,
     one_by_one: bool = False,
     accept_drift: bool = False,
+    rehearse: bool = False,
 ) -> RunReport:
+    """Apply to `to` (default: the first environment behind its predecessor) what its predecessor has; with
+    `rehearse`, only after a rehearsal of exactly that on a copy of its data passed (the plan's gate)."""
     config = project.config
     env = config.env(to) if to else behind_env(project)
     if config.predecessor(env) is None:
@@ -409,4 +427,5 @@ def run_promote(
         only_from_predecessor=True,
         one_by_one=one_by_one,
         accept_drift=accept_drift,
+        rehearse=rehearse,
     )

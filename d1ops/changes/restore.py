@@ -8,8 +8,9 @@ schema → plan → confirm → a verified pre-restore backup of what is about t
 - A whole-database backup replaces every ordinary table, `d1_migrations` and `d1ops_migrations` included:
   drop them all, replay the dump (`restore_database.py`).
 - A backup of some tables is restored in place (`restore_tables.py`): rows the backup lacks are deleted by
-  key, every backup row upserted; rows of other tables that those deletes would change are counted first, and
-  the restore refuses unless --allow-cascade.
+  key, every backup row upserted. Its plan reads the live rows (the export the pre-restore backup keeps), counts
+  what each table gains, changes and loses and the rows of other tables those deletes would change, and
+  refuses unless --allow-cascade, before the confirmation, which shows those counts.
 """
 
 from __future__ import annotations
@@ -300,14 +301,7 @@ def describe_restore(report: RunReport) -> str:
         how = "the whole database" if d["mode"] == "database" else f"{len(d['tables'])} table(s), in place,"
         taken = f", taken from {d['source_env']} at {d['source_taken_at']}" if d["source_env"] else ""
         lines = [f"{verb} {how} of {report.env} from {d['source']}{taken}:"]
-        rows = [
-            [t["name"], t["rows"], _cell(t["rows_before"]), _cell(t["inserted"]), _cell(t["updated"])]
-            + [_cell(t["deleted"])]
-            + (["recreated"] if t["recreated"] else [])
-            for t in d["tables"]
-        ]
-        headers = ["TABLE", "ROWS", "BEFORE", "INSERTED", "UPDATED", "DELETED"]
-        lines.append(text_table(headers, rows, rule=False, indent="  "))
+        lines.append(rows_table(d["tables"]))
         if d["dropped_tables"]:
             dropped = "would be dropped" if report.dry_run else "dropped"
             lines.append(f"Tables not in the backup, {dropped}: {', '.join(d['dropped_tables'])}")
@@ -326,6 +320,19 @@ def describe_restore(report: RunReport) -> str:
     lines.append(f"{report.wrangler_processes} wrangler process(es).")
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
+
+
+def rows_table(tables: list[dict[str, Any]]) -> str:
+    """Each restored table's rows: after the restore, before it, and those it gains, changes and loses (the
+    confirmation, the dry run and the report show this one table)."""
+    rows = [
+        [t["name"], t["rows"], _cell(t["rows_before"]), _cell(t["inserted"]), _cell(t["updated"])]
+        + [_cell(t["deleted"])]
+        + (["recreated"] if t["recreated"] else [])
+        for t in tables
+    ]
+    headers = ["TABLE", "ROWS", "BEFORE", "INSERTED", "UPDATED", "DELETED"]
+    return text_table(headers, rows, rule=False, indent="  ")
 
 
 def _cell(value: int | None) -> str:

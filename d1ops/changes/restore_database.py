@@ -7,8 +7,10 @@ from contextlib import closing
 from typing import Any, TextIO
 
 from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
+from d1ops.backups.layout import SQL, format_of
 from d1ops.changes.restore import BackupRestore
 from d1ops.run.apply import Batch
+from d1ops.run.lease import clear_lock_sql
 from d1ops.run.sequence import Run
 from d1ops.run.tracking import LOCK_TABLE
 from d1ops.sql.schema import DatabaseSchema, lower, read_schema_sqlite
@@ -86,11 +88,11 @@ class DatabaseRestore(BackupRestore):
             out.write(f"DROP TABLE IF EXISTS {ident(table)};\n")
         self._write_dump(out)
         if LOCK_TABLE in self.kept:  # the dump's lock table holds the lock of the run that took it, or none
-            out.write(f"\nDELETE FROM {LOCK_TABLE};\n")
+            out.write(f"\n{clear_lock_sql()}")
 
     def _write_dump(self, out: TextIO) -> None:
         """The backup as SQL: the dump itself, or (JSON backup) SQL written from the backup loaded into SQLite."""
-        if self.manifest.get("format", "sql") == "sql":
+        if format_of(self.manifest) == SQL:
             write_compact_dump(self.folder / SQL_DUMP, out)
         else:
             dump_sqlite(self.source_db, out)

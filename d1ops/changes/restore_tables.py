@@ -1,23 +1,29 @@
 """Restore some tables in place, keeping every other table's rows (D1 always enforces foreign keys).
 
 Dropping or replacing a parent row fires ON DELETE CASCADE / SET NULL in the tables that reference it, so rows
-the backup lacks are deleted by key and the rest upserted (`tablediff.py`); rows of other tables those deletes
-would change are counted first (one process), and the restore refuses unless --allow-cascade. Triggers of the
-restored tables are dropped and recreated in the same batch, so they do not fire for restored rows.
+the backup lacks are deleted by key and the rest upserted (`tablediff.py`). All of it is planned before the
+confirmation: the plan exports the live tables once (the pre-restore backup then keeps that export as its dump),
+compares them with the backup (what each table gains, changes and loses), counts the rows of other tables those
+deletes would change (one process), and refuses unless --allow-cascade. Triggers of the restored tables are
+dropped and recreated in the same batch, so they do not fire for restored rows.
+
+Processes: lock + state + schema 1, export 1, dependent rows 1 (when rows are deleted or re-keyed), the batch 1;
+a dry run reads the schema instead of locking, and sends no batch.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from d1ops.backups.dumpfile import load_backup, load_dump
-from d1ops.backups.take import export_sql
-from d1ops.changes.restore import BackupRestore, RestoreResult
+from d1ops.backups.dumpfile import load_dump
+from d1ops.backups.take import Export, export_sql
+from d1ops.changes.restore import BackupRestore, RestoreResult, rows_table
 from d1ops.changes.restore_database import warn_virtual
-from d1ops.errors import RestoreFailed
+from d1ops.errors import RestoreFailed, WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.project import Project
 from d1ops.run.apply import Batch
@@ -36,6 +42,7 @@ from d1ops.sql.schema import (
 )
 from d1ops.sql.tablediff import Dependent, TablePlan, delete_statements, in_list, key_literals, upsert_statements
 from d1ops.sql.text import KEYS_PER_STATEMENT, ident, join_commands, multi_row
+from d1ops.support.files import utc_now
 from d1ops.wrangler.reads import read_schema
 
 
@@ -55,11 +62,18 @@ class TablesRestore(BackupRestore):
         self.allow_cascade = allow_cascade
 
     def read(self, run: Run) -> None:
-        if not run.dry_run:
-            run.lock_and_read()
-        self.schema = read_schema(run.wrangler, self.env)
+        """The lock, the state and the schema in one process (a dry run reads the schema alone)."""
+        if run.dry_run:
+            self.schema = read_schema(run.wrangler, self.env)
+            return
+        run.lock_and_read(with_schema=True)
+        assert run.schema is not None
+        self.schema = run.schema
 
     def plan(self, run: Run) -> bool:
+        """Read the live rows of the tables (one export, that the pre-restore backup then keeps as its dump), work
+        out what each table gains, changes and loses and which rows of other tables change with it, and refuse
+        here, before any confirmation, a restore that would change other tables without --allow-cascade."""
         schema = self.schema
         names = [str(t["name"]) for t in self.manifest["tables"]]
         if LOCK_TABLE in names:
@@ -79,31 +93,43 @@ class TablesRestore(BackupRestore):
             source_fks = foreign_keys_from(dict(r) for r in conn.execute(FOREIGN_KEY_QUERY))
         self.fks = list(schema.foreign_keys) + [fk for fk in source_fks if fk.child in self.missing]
         self.order = parents_first(names, self.fks)
-        if run.dry_run:
-            current = run.work / "current.sqlite"
-            if self.existing:
-                dump = run.work / "current.sql"
-                export_sql(self.project, self.env, dump, tables=self.existing, whole=False)
-                load_dump(dump, current)
-            else:
-                sqlite3.connect(current).close()
-            self._diff(run, current)
+        current = run.work / "current.sqlite"
+        self.export: Export | None = None
+        if self.existing:  # the tables the pre-restore backup holds: one export, read here once
+            dump, tables = run.work / "current.sql", tuple(dict.fromkeys(self.backup_tables() or []))
+            started = utc_now()
+            try:
+                export_sql(self.project, self.env, dump, tables=list(tables), whole=False)
+            except WranglerError as exc:
+                raise RestoreFailed(
+                    f"Cannot plan the restore of {self.env.name}: exporting {', '.join(tables)} failed "
+                    f"({exc.detail}). Nothing was touched; retry once `d1ops status {self.env.name}` reads it."
+                ) from exc
+            load_dump(dump, current)
+            self.export = Export(dump, tables, started)
+        else:
+            sqlite3.connect(current).close()
+        self.plans = plan_tables(self.source_db, current, self.order, self.live, self.fks, run.report.warnings)
+        self.result.tables = [p.outcome for p in self.plans]
+        self.result.dependents = count_dependents(run, self.source_db, current, self.plans, self.fks, self.names)
+        refuse_changes_outside(self.result, self.env, self.allow_cascade, run)
         return True
 
     def describe(self) -> str:
-        counts = {str(t["name"]): int(t["rows"]) for t in self.manifest["tables"]}
-        listed = ", ".join(f"{n} ({counts[n]} rows)" for n in self.order)
-        recreate = f" Missing tables are recreated: {', '.join(self.missing)}." if self.missing else ""
-        cascade = (
-            "Rows of other tables that reference deleted rows may be deleted or set to NULL (--allow-cascade)."
-            if self.allow_cascade
-            else "The restore stops if it would change any row of another table."
-        )
-        return (
-            f"Restore {len(self.order)} table(s) of {self.env.name} in place from backup {self.folder}{self.taken()}: "
-            f"{listed}. Rows the backup lacks are deleted, the others rewritten.{recreate} {cascade} "
-            "A verified pre-restore backup is taken first; --dry-run shows the row counts."
-        )
+        lines = [
+            f"Restore {len(self.order)} table(s) of {self.env.name} in place from backup {self.folder}{self.taken()}; "
+            "the rows each table gains (INSERTED), changes (UPDATED) and loses (DELETED):",
+            rows_table([asdict(t) for t in self.result.tables]),
+        ]
+        if self.missing:
+            lines.append(f"Missing tables are recreated: {', '.join(self.missing)}.")
+        if self.result.dependents:  # only with --allow-cascade: without it, the plan refused
+            lines.append("Rows of other tables that change with them (--allow-cascade, foreign keys):")
+            lines += [f"  {d.describe()}" for d in self.result.dependents]
+        else:
+            lines.append("No row of another table changes.")
+        lines.append("A verified pre-restore backup is taken first.")
+        return "\n".join(lines)
 
     def backup_policy(self) -> str:
         return "required" if self.existing else "skip"  # nothing of them exists: nothing to keep
@@ -112,14 +138,18 @@ class TablesRestore(BackupRestore):
         extra = referencing(self.existing, self.fks) if self.allow_cascade else []
         return self.existing + [t for t in extra if t.lower() not in lower(self.existing)]
 
+    def backup_export(self) -> Export | None:
+        return self.export
+
     def apply(self, run: Run) -> None:
         self.record_safety(run)
-        current = run.work / "current.sqlite"
         if run.safety_backup is not None:
-            load_backup(run.safety_backup.path, run.safety_backup.manifest, current)
-        else:
-            sqlite3.connect(current).close()
-        plans = self._diff(run, current)
+            run.report.warnings.append(
+                f"in place, {', '.join(self.names)} got the backup's rows, compared with {self.env.name} as the "
+                f"pre-restore backup {run.safety_backup.path.name} read it: rows an app wrote after that export "
+                "were not compared and are still there. For an exact restore, stop the writers first, then check "
+                "the counts (`d1ops execute ENV --command 'SELECT count(*) FROM …'`)."
+            )
         triggers = [o for o in self.schema.of_type("trigger") if o.sql and o.tbl_name.lower() in lower(self.names)]
         if triggers:
             run.report.warnings.append(
@@ -128,24 +158,11 @@ class TablesRestore(BackupRestore):
             )
         if triggers or self.missing:
             warn_virtual(run, self.schema, self.manifest, always=False)
+        plans = self.plans
         batch = Batch(
             "restore", lambda out: write_table_batch(out, self.source_db, plans, triggers), keep_results=False
         )
         self.run_batch(run, batch)
-
-    def _diff(self, run: Run, current: Path) -> list[TablePlan]:
-        plans = plan_tables(self.source_db, current, self.order, self.live, self.fks, run.report.warnings)
-        if run.safety_backup is not None:
-            run.report.warnings.append(
-                f"in place, {', '.join(self.names)} got the backup's rows, compared with {self.env.name} as the "
-                f"pre-restore backup {run.safety_backup.path.name} read it: rows an app wrote after that export "
-                "were not compared and are still there. For an exact restore, stop the writers first, then check "
-                "the counts (`d1ops execute ENV --command 'SELECT count(*) FROM …'`)."
-            )
-        self.result.tables = [p.outcome for p in plans]
-        self.result.dependents = count_dependents(run, self.source_db, current, plans, self.fks, self.names)
-        refuse_changes_outside(self.result, self.env, self.allow_cascade, run)
-        return plans
 
 
 def plan_tables(
@@ -242,7 +259,6 @@ def refuse_changes_outside(result: RestoreResult, env: Environment, allow_cascad
         if changing and run.dry_run:
             run.report.warnings.append("with --allow-cascade, the dependent rows listed would be changed")
         return
-    kept = f" The pre-restore backup {result.pre_restore_backup} was kept." if result.pre_restore_backup else ""
     if blocking:
         advice = (
             f"Delete or re-point the rows of {', '.join(sorted({d.table for d in blocking}))} first "
@@ -258,7 +274,7 @@ def refuse_changes_outside(result: RestoreResult, env: Environment, allow_cascad
         f"Restoring {', '.join(t.name for t in result.tables)} into {env.name} would change rows of "
         "tables outside the backup (D1 enforces foreign keys):\n"
         + "\n".join(f"  {d.describe()}" for d in [*blocking, *changing])
-        + f"\nNothing was changed.{kept} {advice}"
+        + f"\nNothing was changed. {advice}"
     )
 
 

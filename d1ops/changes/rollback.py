@@ -28,8 +28,8 @@ from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.report import MigrationOutcome, RunReport, elapsed_ms
 from d1ops.run.sequence import Change, Confirm, Run, run_change
-from d1ops.run.tracking import CHECKSUM_TABLE, WRANGLER_TABLE, read_states
-from d1ops.sql.text import UnfinishedStatement, quote, split_statements, sql_for_batch
+from d1ops.run.tracking import read_states, rolled_back_rows
+from d1ops.sql.text import UnfinishedStatement, split_statements, sql_for_batch
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,7 @@ def unchecked_warning(env: Environment, unchecked: list[str], names: list[str], 
 
 def rollback_batch(undo: Undo) -> str:
     """One migration's undo: its down file, then its two tracking rows removed."""
-    name = quote(undo.name)
-    return (
-        sql_for_batch(undo.down)
-        + f"DELETE FROM {WRANGLER_TABLE} WHERE name = {name};\n"
-        + f"DELETE FROM {CHECKSUM_TABLE} WHERE name = {name};\n"
-    )
+    return sql_for_batch(undo.down) + rolled_back_rows(undo.name)
 
 
 class RollbackChange(Change):

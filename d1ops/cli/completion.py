@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_D1OPS_COMPLETE"
-MANIFEST = "manifest.json"  # catalog.MANIFEST (not imported: completion must start fast)
 
 
 def _config(ctx: click.Context) -> Config | None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from d1ops.backups.layout import DEFAULT_FORMAT, FORMATS, VERIFY_LEVELS
 from d1ops.cli.base import (
     cli,
     confirm_by_typing,
@@ -22,7 +23,7 @@ from d1ops.cli.base import (
     yes_option,
 )
 from d1ops.cli.completion import complete_backup, complete_env
-from d1ops.errors import UsageError
+from d1ops.errors import EXIT_FAILED, UsageError
 from d1ops.support import progress
 from d1ops.support.render import size
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from d1ops.project.project import Project
 
 # The core is imported inside each command: `d1ops --help` must not load it (see cli/base.py).
-FORMATS = ("sql", "json")  # backup.FORMATS
 
 
 @cli.command()
@@ -97,11 +97,11 @@ def unlock(project: Project, env: str, yes: bool, as_json: bool) -> None:
 @cli.command("backup")
 @click.argument("tables", nargs=-1)
 @click.option("--env", "env", shell_complete=complete_env, help="Environment (default: default_env).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="sql", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=DEFAULT_FORMAT, show_default=True)
 @click.option(
     "--verify",
     "verify",
-    type=click.Choice(["quick", "full"]),
+    type=click.Choice(VERIFY_LEVELS),
     is_flag=False,
     flag_value="quick",
     default="quick",
@@ -158,14 +158,14 @@ def backup_cmd(
         )
         say(state)
     if not result.verified:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command("export")
 @click.argument("env", shell_complete=complete_env)
 @click.option("--table", "tables", multiple=True, help="Table to export (repeatable; default: all).")
 @click.option("--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to write.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="sql", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=DEFAULT_FORMAT, show_default=True)
 @pass_project
 def export_cmd(project: Project, env: str, tables: tuple[str, ...], output: Path, fmt: str) -> None:
     """Export tables of ENV to one file (SQL dump, or JSON rows of one table): no manifest, no retention.
@@ -318,7 +318,7 @@ def backups_verify(project: Project, source: str, full: bool) -> None:
     result = verify.verify_backup(project, catalog.resolve_backup(project, source), level="full" if full else "quick")
     if not result.verified:
         say(f"{result.path}: NOT verified: {result.problem}")
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     say(f"{result.path}: verified ({result.verify_level}).")
 
 

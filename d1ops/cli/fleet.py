@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from d1ops.cli.base import confirm_by_typing, emit_json, say, table, warn
+from d1ops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PENDING
 from d1ops.support import progress
 from d1ops.support.secrets import redact
 
@@ -40,7 +41,7 @@ def run_fleet_migrate(project: Project, env: Environment, opts: FleetOptions, *,
             f"\nInterrupted. Run the same command to finish the run: {fleet.resume_command(env.name, opts)}",
             err=True,
         )
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     progress.finish()
     if as_json:
         emit_json(report.to_dict())
@@ -83,7 +84,6 @@ def render_fleet(report: FleetReport) -> None:
 
 
 def show_fleet_status(project: Project, env: Environment, *, names: bool, check: bool, as_json: bool) -> None:
-    from d1ops.errors import EXIT_PENDING
     from d1ops.run import fleet_status
 
     st = fleet_status.fleet_status(project, env)
@@ -99,7 +99,7 @@ def show_fleet_status(project: Project, env: Environment, *, names: bool, check:
                         say(f"  {kind:<10} {d.name}  {detail}")
     s = st.summary()
     if s["unreadable"]:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     if check and (s["behind"] or s["failed"] or s["drifted"]):
         sys.exit(EXIT_PENDING)
 

@@ -23,7 +23,7 @@ from d1ops.cli.base import (
     yes_option,
 )
 from d1ops.cli.completion import complete_env, complete_migration
-from d1ops.errors import EXIT_FAILED, EXIT_PENDING, GateRefused, UsageError
+from d1ops.errors import EXIT_FAILED, EXIT_PENDING, UsageError
 
 if TYPE_CHECKING:
     from d1ops.project import status
@@ -144,22 +144,21 @@ def promote(
     from d1ops.changes import migrate as migrate_plan
 
     want_json(as_json)
-    if rehearse_first:
-        target, rehearsal = migrate_plan.rehearse_promotion(project, to)
-        if not as_json:
-            _render_rehearsal(rehearsal)
-        if not rehearsal.ok:
-            refused = GateRefused(f"The rehearsal on a copy of {target.name} failed: nothing was promoted.")
-            if as_json:  # one document: the rehearsal and the error (the group would print a second one)
-                emit_json({"rehearsal": rehearsal.to_dict(), "error": refused.message, "exit_code": refused.exit_code})
-                click.echo(f"Error: {refused.message}", err=True)
-                sys.exit(refused.exit_code)
-            raise refused
-        to = target.name
     report = migrate_plan.run_promote(
-        project, to, dry_run=dry_run, confirm=confirm_by_typing(yes), one_by_one=one_by_one, accept_drift=accept_drift
+        project,
+        to,
+        dry_run=dry_run,
+        confirm=confirm_by_typing(yes),
+        one_by_one=one_by_one,
+        accept_drift=accept_drift,
+        rehearse=rehearse_first,
     )
-    emit_json(report.to_dict()) if as_json else render_run(report)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    if "rehearsal" in report.details:
+        _render_rehearsal(report.details["rehearsal"])
+    render_run(report)
 
 
 @cli.command("status")
@@ -333,7 +332,7 @@ def lint(project: Project, as_json: bool) -> None:
             say(f"{f.level}: {f.file}{at}:{rule} {f.message}")
         say(f"{len(found.files)} migration(s), {len(found.errors)} error(s), {len(found.warnings)} warning(s).")
     if found.errors:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command()
@@ -409,7 +408,7 @@ def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
     else:
         _render_rehearsal(result)
     if not result.ok:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 def _render_rehearsal(result: rehearse.Rehearsal) -> None:

@@ -22,6 +22,7 @@ from d1ops.cli.base import (
     yes_option,
 )
 from d1ops.cli.completion import complete_env, complete_migration
+from d1ops.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
     from d1ops.project.project import Project
@@ -150,4 +151,4 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         warns = sum(1 for c in report.checks if c.level == "warn")
         say(f"{fails} fail, {warns} warn ({report.wrangler_processes} wrangler processes).")
     if report.failed:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from d1ops.backups.layout import VERIFY_LEVELS
 from d1ops.errors import ConfigError
 from d1ops.wrangler.config import Binding, find_wrangler_config, read_wrangler_config, resolve_binding
 from d1ops.wrangler.config import suggest as _suggest
@@ -51,8 +52,8 @@ DATABASE_KEYS = ("name", "binding", "migrations_dir", "baseline", "environments"
 DATABASE_ENV_KEYS = ("binding",)
 TARGETS = ("local", "remote")
 BACKUP_POLICIES = ("required", "optional", "skip")
-VERIFY_LEVELS = ("quick", "full")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+DEFAULT_BACKUPS_DIR = "backups"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # an environment's or a database's name
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,7 @@ def _parse_databases(raw: dict[str, Any], where: str) -> list[DatabaseSpec]:
             raise ConfigError(f"{here} must be a mapping with at least 'name' (and 'binding' if it differs).")
         _reject_unknown(item, DATABASE_KEYS, here)
         name = _str(item, "name", here, required=True)
-        if not NAME.fullmatch(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"{here}: key 'name': '{name}' must be letters, digits, '-' or '_'.")
         here = f"{where}: database '{name}'"
         per_env = item.get("environments") or {}
@@ -339,7 +340,7 @@ def _database_config(
         root=root,
         database=spec.name,
         migrations_dir=root / migrations_dir,
-        backups_dir=root / _str(raw, "backups_dir", where, default="backups"),
+        backups_dir=root / _str(raw, "backups_dir", where, default=DEFAULT_BACKUPS_DIR),
         wrangler_config=wrangler_config,
         default_env=default_env,
         baseline=spec.baseline,
@@ -357,7 +358,7 @@ def _parse_env(
     here = f"{where}: environments[{index}]"
     _reject_unknown(item, ENV_KEYS, here)
     name = _str(item, "name", here, required=True)
-    if not NAME.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{here}: key 'name': '{name}' must be letters, digits, '-' or '_'.")
     here = f"{where}: environment '{name}'"
     target = _str(item, "target", here, required=True)

@@ -13,6 +13,7 @@ from typing import Any
 from d1ops.errors import D1OpsError
 from d1ops.project.config import Config, find_config_path, load_configs
 from d1ops.project.credentials import credentials_source
+from d1ops.project.init import git_ignores
 from d1ops.project.migrations import discover_migrations
 from d1ops.run.tracking import read_state
 from d1ops.support.files import private_parents
@@ -234,10 +235,8 @@ def _check_backups_dir(config: Config, checks: list[Check]) -> None:
             )
         )
         return
-    gitignore = config.root / ".gitignore"
-    lines = {line.strip().strip("/") for line in gitignore.read_text().splitlines()} if gitignore.is_file() else set()
     rel = os.path.relpath(folder, config.root)
-    if rel.startswith("..") or rel.strip("/") in lines:
+    if rel.startswith("..") or git_ignores(config.root, rel):
         checks.append(Check("backups dir", OK, f"{rel}/ writable, git-ignored"))
     else:
         checks.append(

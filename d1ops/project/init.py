@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from d1ops.errors import ConfigError, UsageError
-from d1ops.project.config import CONFIG_FILE, parse_configs
+from d1ops.project.config import CONFIG_FILE, DEFAULT_BACKUPS_DIR, NAME_PATTERN, parse_configs
 from d1ops.project.migrations import DOWN_SUFFIX, wrangler_order
 from d1ops.wrangler.config import D1Entry, d1_entries, entry_snippet, find_wrangler_config, read_wrangler_config
 
@@ -23,7 +23,7 @@ DEV_NAMES = ("dev", "development", "local")
 STAGING_NAMES = ("staging", "stage", "preview", "test", "qa")
 PRODUCTION_NAMES = ("production", "prod", "live")
 SAMPLE_FILE = re.compile(r"sample|seed|fixture|demo|example", re.IGNORECASE)
-GITIGNORE_LINE = "backups/"
+GITIGNORE_LINE = f"{DEFAULT_BACKUPS_DIR}/"
 
 
 @dataclass
@@ -94,7 +94,7 @@ def init_project(root: Path, *, force: bool = False, top_level: str | None = Non
     else:
         raw["databases"] = databases
     raw.update(
-        backups_dir="backups",
+        backups_dir=DEFAULT_BACKUPS_DIR,
         wrangler_config=wrangler_path.name,
         default_env=environments[0]["name"],
         environments=environments,
@@ -216,7 +216,7 @@ def _environments(
     envs.append(dev)
     with_d1 = [s for s in _order(sections) if s != base[0].wrangler_env]
     for section in with_d1:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", section):
+        if not NAME_PATTERN.fullmatch(section):
             notes.append(f"[env.{section}] was left out: its name is not a valid d1ops environment name.")
             continue
         env: dict[str, Any] = {"name": section, "target": "remote", "wrangler_env": section}
@@ -293,11 +293,18 @@ def _databases(
     return databases
 
 
+def git_ignores(root: Path, folder: str) -> bool:
+    """The project's .gitignore names `folder` (relative to the root; `backups`, `backups/`, `/backups/` alike):
+    the one check `init` and `doctor` make."""
+    path = root / ".gitignore"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return folder.strip("/") in {line.strip().strip("/") for line in lines}
+
+
 def ignore_backups(root: Path) -> str | None:
     """Add backups/ (dumps of real rows: emails, tokens) to the project's .gitignore; say what was done."""
     path = root / ".gitignore"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    if any(line.strip() in ("backups", "backups/", "/backups", "/backups/") for line in lines):
+    if git_ignores(root, GITIGNORE_LINE):
         return None
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if text and not text.endswith("\n"):

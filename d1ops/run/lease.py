@@ -14,15 +14,14 @@ from d1ops.run.tracking import (
     _LOCK_QUERY,
     _STATE_QUERY,
     CHECKSUM_DDL,
-    CHECKSUM_TABLE,
     LOCK_DDL,
     LOCK_TABLE,
     NOW,
     WRANGLER_DDL,
-    WRANGLER_TABLE,
     EnvState,
     _state_from,
     actor,
+    adopt_checksums_sql,
 )
 from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, schema_from
 from d1ops.sql.text import quote
@@ -92,14 +91,7 @@ def lock_and_read_state(
         f"VALUES (1, {quote(owner)}, {NOW}, {_expiry_sql(lease_minutes())});",
     ]
     if files:
-        values = ", ".join(f"({quote(f.name)}, {quote(f.checksum)})" for f in files)
-        statements.append(
-            f"INSERT INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms)\n"
-            f"SELECT m.name, f.column2, m.applied_at, 'adopted from wrangler', NULL\n"
-            f"FROM {WRANGLER_TABLE} m JOIN (VALUES {values}) f ON f.column1 = m.name\n"
-            f"WHERE m.name NOT IN (SELECT name FROM {CHECKSUM_TABLE})\n"
-            f"  AND EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});"
-        )
+        statements.append(adopt_checksums_sql(files, owner))
     statements += [_STATE_QUERY + ";", _LOCK_QUERY + ";"]
     if with_schema:
         statements.append(SCHEMA_READ)
@@ -160,6 +152,11 @@ def release_lock(wrangler: Wrangler, env: Environment, owner: str | None = None)
     """Release the lock (only `owner`'s lease; None, only from `d1ops unlock` of an unheld lock, any)."""
     where = "" if owner is None else f" AND owner = {quote(owner)}"
     wrangler.execute(env, command=f"{LOCK_DDL}\nDELETE FROM {LOCK_TABLE} WHERE id = 1{where};")
+
+
+def clear_lock_sql() -> str:
+    """Every lease deleted: a whole restore's dump brings back the lock row of the run that took the backup."""
+    return f"DELETE FROM {LOCK_TABLE};\n"
 
 
 def release_stale_lock_sql(owner: str, acquired_at: str) -> str:

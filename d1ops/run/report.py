@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from d1ops import __version__
-from d1ops.backups.catalog import REPORTS
+from d1ops.backups.layout import REPORTS
 from d1ops.project.project import Project
 from d1ops.support.files import unique_stamp, utc_now, write_private
 from d1ops.support.secrets import mask_secrets

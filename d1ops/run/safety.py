@@ -43,6 +43,7 @@ def take_safety(run: Run, change: Change) -> None:
             head=state.applied_names[-1] if state and state.applied else None,
             bookmark=report.bookmark,
             schema=run.schema,
+            export=change.backup_export(),
         )
     except BackupFailed as exc:
         if policy == "required":

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from d1ops.backups.take import Export
 from d1ops.backups.verify import BackupResult
 from d1ops.errors import (
     D1OpsError,
@@ -158,6 +159,11 @@ class Change:
 
     def backup_tables(self) -> list[str] | None:
         """The tables the safety backup holds (None: the whole database)."""
+        return None
+
+    def backup_export(self) -> Export | None:
+        """An export of exactly `backup_tables()` the plan made already (it read the live rows with it): the
+        safety backup takes it as its dump, so the rows backed up are the rows planned against (no process)."""
         return None
 
     def wants_bookmark(self) -> bool:

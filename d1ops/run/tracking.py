@@ -233,3 +233,35 @@ def migration_batch(migration: MigrationFile, sql: str, applied_by: str) -> str:
         f"CAST(ROUND((julianday('now') - julianday(applied_at)) * 86400000) AS INTEGER) WHERE name = {name};\n",
     ]
     return "".join(parts)
+
+
+def adopted_rows(files: list[MigrationFile], applied_by: str) -> str:
+    """Both tracking rows of each file, recorded as applied without running it (`d1ops adopt`)."""
+    parts = []
+    for m in files:
+        name = quote(m.name)
+        parts.append(f"INSERT INTO {WRANGLER_TABLE} (name) values ({name});\n")
+        parts.append(
+            f"INSERT OR REPLACE INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms) "
+            f"VALUES ({name}, {quote(m.checksum)}, {NOW}, {quote(applied_by)}, NULL);\n"
+        )
+    return "".join(parts)
+
+
+def rolled_back_rows(name: str) -> str:
+    """Both tracking rows of one migration removed (after its down file, in the same batch: `d1ops rollback`)."""
+    quoted = quote(name)
+    return f"DELETE FROM {WRANGLER_TABLE} WHERE name = {quoted};\nDELETE FROM {CHECKSUM_TABLE} WHERE name = {quoted};\n"
+
+
+def adopt_checksums_sql(files: tuple[MigrationFile, ...], owner: str) -> str:
+    """The checksum of the file on disk recorded for each migration plain wrangler applied (no d1ops row yet),
+    only while `owner` holds the lock (the lock call's batch, run/lease.py)."""
+    values = ", ".join(f"({quote(f.name)}, {quote(f.checksum)})" for f in files)
+    return (
+        f"INSERT INTO {CHECKSUM_TABLE}(name, checksum, applied_at, applied_by, duration_ms)\n"
+        f"SELECT m.name, f.column2, m.applied_at, 'adopted from wrangler', NULL\n"
+        f"FROM {WRANGLER_TABLE} m JOIN (VALUES {values}) f ON f.column1 = m.name\n"
+        f"WHERE m.name NOT IN (SELECT name FROM {CHECKSUM_TABLE})\n"
+        f"  AND EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});"
+    )
