@@ -374,7 +374,9 @@ def behind_env(project: Project) -> Environment:
     raise UsageError("Every environment already has what the one before it has: nothing to promote.")
 
 
-def rehearse_promotion(project: Project, to: str | None) -> tuple[Environment, Rehearsal]:
+def rehearse_promotion(
+    project: Project, to: str | None, *, accept_drift: bool = False
+) -> tuple[Environment, Rehearsal]:
     """promote --rehearse's gate: what promote would apply to its target (only what the environment before it
     has), rehearsed on a copy of the target's data. Returns the target and the rehearsal; changes nothing."""
     from d1ops.run.rehearse import rehearse
@@ -382,7 +384,7 @@ def rehearse_promotion(project: Project, to: str | None) -> tuple[Environment, R
     target = project.config.env(to) if to else behind_env(project)
     previous = project.config.predecessor(target)
     only = set(read_state(project.wrangler, previous).applied) if previous else None
-    return target, rehearse(project, target.name, only=only)
+    return target, rehearse(project, target.name, only=only, accept_drift=accept_drift)
 
 
 def run_promote(

@@ -194,11 +194,14 @@ def _default_of(conn: sqlite3.Connection, table: str, column: str) -> str | None
     return next((r[4] for r in rows if str(r[1]).lower() == column.lower()), None)
 
 
-def row_guard(schema: DatabaseSchema, migrations: Sequence[tuple[str, str]]) -> RowGuard:
+def row_guard(
+    schema: DatabaseSchema, migrations: Sequence[tuple[str, str]], *, honour_declarations: bool = True
+) -> RowGuard:
     """The guard's statements for a batch that applies these (name, SQL) changes to a database of `schema`.
 
     `start` goes first in the batch (after the lease guard), `end` after the last change's SQL. Pure: it
-    starts no process; the schema is the one the run read under its lock.
+    starts no process; the schema is the one the run read under its lock. `honour_declarations=False` watches
+    the declared tables too (a rehearsal names every victim, and says which ones were declared).
     """
     conn = scratch_of(schema)
     try:
@@ -210,7 +213,9 @@ def row_guard(schema: DatabaseSchema, migrations: Sequence[tuple[str, str]]) -> 
         effects = effects_of(conn, migrations)
     finally:
         conn.close()
-    expected = set(effects.deleted) | effects.dropped | effects.renamed | set(effects.declared)
+    expected = set(effects.deleted) | effects.dropped | effects.renamed
+    if honour_declarations:
+        expected |= set(effects.declared)
     causes = _causes(schema, effects)
     guarded: list[Guarded] = []
     for table in schema.tables:
@@ -276,6 +281,34 @@ def _end(guarded: list[Guarded], names: list[str]) -> list[str]:
         f"DROP TABLE {ident(LOST_TABLE)}",
         f"DROP TABLE {ident(GUARD_TABLE)}",
     ]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Rows (or links) a table lost that the change neither deletes nor drops itself."""
+
+    table: str
+    what: str  # "rows", or "links in account_id"
+    lost: int
+    cause: str  # e.g. "ON DELETE CASCADE from DROP TABLE accounts in 0003_rebuild.sql"; "" when unknown
+    declared: str | None  # the reason of its `-- d1ops: loses rows in` line; None: not declared (the guard refuses)
+
+    def describe(self) -> str:
+        return f"{self.table} lost {self.lost} {self.what}" + (f" ({self.cause})" if self.cause else "")
+
+
+def losses_between(guard: RowGuard, before: sqlite3.Connection, after: sqlite3.Connection) -> list[Loss]:
+    """The guard's counts taken on a database before and after the change (a rehearsal's two snapshots): what
+    the same counts inside the batch would find lost. Pure: two sqlite3 connections, no process."""
+    losses = []
+    for g in guard.guarded:
+        try:
+            was, now = (int(c.execute(g.count_sql()).fetchone()[0]) for c in (before, after))
+        except sqlite3.Error:
+            continue  # a table this SQLite cannot read (a module it lacks)
+        if now < was:
+            losses.append(Loss(g.table, g.what, was - now, g.cause, guard.effects.declared.get(g.table.lower())))
+    return losses
 
 
 def row_guard_warning(env: Environment) -> str | None:
