@@ -129,6 +129,7 @@ def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) 
     """Run the migrations' statements in `conn` (a schema without rows), noting what each does to tables."""
     effects = Effects()
     current: list[str] = ["", ""]  # migration, statement
+    altered: list[str] = []
 
     def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, trigger: str | None) -> int:
         if trigger is not None or arg1 is None:
@@ -142,7 +143,7 @@ def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) 
             effects.deleted[name] = f"DROP TABLE {arg1}"
             effects.where[name] = current[0]
         elif action == sqlite3.SQLITE_ALTER_TABLE and arg2 is not None:
-            effects.renamed.add(arg2.lower())
+            altered.append(arg2)  # renamed only if its name is gone after the statement (not ADD COLUMN)
         elif action == sqlite3.SQLITE_UPDATE and arg2 is not None:
             effects.updated.add((name, arg2.lower()))
         return sqlite3.SQLITE_OK
@@ -153,13 +154,22 @@ def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) 
             current[0] = name
             effects.declared.update(declared_losses(sql))
             for statement in split_statements(sql):
+                altered.clear()
                 try:
                     conn.execute(statement)
                 except sqlite3.Error:
                     continue  # the batch itself will report it
+                for table in altered:
+                    if not _exists(conn, table):
+                        effects.renamed.add(table.lower())
     finally:
         conn.set_authorizer(None)
     return effects
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    """(A read: the authorizer notes nothing of it.)"""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE lower(name) = lower(?)", (table,)).fetchone() is not None
 
 
 def _causes(schema: DatabaseSchema, effects: Effects) -> dict[tuple[str, str], str]:
