@@ -22,7 +22,15 @@ from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.report import MigrationOutcome, RunReport, elapsed_ms
 from d1ops.run.sequence import Change, Confirm, Run, run_change
-from d1ops.run.tracking import CHECKSUM_TABLE, EnvState, actor, migration_batch, read_state, read_states
+from d1ops.run.tracking import (
+    CHECKSUM_TABLE,
+    EnvState,
+    actor,
+    migration_batch,
+    read_recorded_schemas,
+    read_state,
+    read_states,
+)
 from d1ops.sql.rowguard import schema_after
 from d1ops.sql.text import quote, sql_for_batch
 from d1ops.support import progress
@@ -85,7 +93,13 @@ def check_drift(drifts: list[Drift]) -> None:
 def refuse_schema_drift(run: Run, migrations: MigrationSet, state: EnvState, *, accept: bool, command: str) -> None:
     """Refuse a target whose schema is not what its applied migrations make, naming the objects, unless
     `--accept-drift`; the report records the drift either way."""
-    items = schema_drift(migrations, list(state.applied), run.schema, run.project.config.schema_cache)
+    items = schema_drift(
+        migrations,
+        list(state.applied),
+        run.schema,
+        run.project.config.schema_cache,
+        lambda: read_recorded_schemas(run.wrangler, run.env, run.schema),
+    )
     if not items:
         return
     run.report.warnings += [f"schema drift: {d.describe()}" for d in items]

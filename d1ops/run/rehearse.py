@@ -23,7 +23,7 @@ from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.project.migrations import schema_drift
 from d1ops.project.project import Project
 from d1ops.run.replay import Rehearsed, copy_from_dump, rehearse_on
-from d1ops.run.tracking import read_state
+from d1ops.run.tracking import read_recorded_schemas, read_state
 from d1ops.support.files import utc_now, work_dir
 
 DATA_RULES = ("fk-drop", "destructive")
@@ -63,7 +63,8 @@ def rehearse(project: Project, env_name: str, *, only: set[str] | None = None, a
     plan = plan_migrations(env, state, migrations, only)
     result = Rehearsal(env=env.name, started_at=utc_now(), drift_accepted=accept_drift)
     result.lint = [f.to_dict() for f in migrations.errors if f.rule in DATA_RULES]
-    drift = schema_drift(migrations, list(state.applied), state.schema, project.config.schema_cache)
+    recorded = lambda: read_recorded_schemas(project.wrangler, env, state.schema)  # noqa: E731
+    drift = schema_drift(migrations, list(state.applied), state.schema, project.config.schema_cache, recorded)
     result.drift = None if drift is None else [d.to_dict() for d in drift]
     refused = (bool(drift) and not accept_drift) or bool(result.lint)  # migrate would refuse before applying
     if not plan.to_apply:

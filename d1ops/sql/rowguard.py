@@ -29,7 +29,7 @@ GUARD_TABLE = "_d1ops_guard"
 LOST_TABLE = "_d1ops_guard_lost"
 GUARD_MARK = "d1ops row guard"
 # Tables whose rows the batch itself changes: the tracking tables (the release deletes the lock row).
-UNGUARDED = {"d1_migrations", "d1ops_migrations", "d1ops_lock", GUARD_TABLE, LOST_TABLE}
+UNGUARDED = {"d1_migrations", "d1ops_migrations", "d1ops_lock", "d1ops_schema", GUARD_TABLE, LOST_TABLE}
 LOSS_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT")
 DECLARATION = re.compile(r"^\s*--\s*d1ops:\s*loses\s+rows\s+in\s+(?P<rest>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 
