@@ -252,17 +252,16 @@ def effect_on_data(outcome: Rehearsed, before: Path, after: Path, sql: str, *, g
         new.close()
     outcome.victims = [asdict(loss) for loss in losses]
     refused = [loss for loss in losses if loss.declared is None]
-    lost = "; ".join(loss.describe() for loss in refused)
     if not guard_on:
         outcome.row_guard = "off"
-        if refused:  # nothing stops it: say what it would lose, the run does not fail
-            outcome.error = f"row_guard is off: {outcome.name} would apply and lose data: {lost}."
+        if refused:  # nothing stops it: the run does not fail, the victims above are what it loses
+            outcome.error = "row_guard is off for this environment: migrate would apply it and lose the rows above."
         return
     outcome.row_guard = "refuses" if refused else "passes"
     if refused:
         outcome.error = (
-            f"the row guard would refuse {outcome.name} (nothing of it would be applied): {lost}. If the loss is "
-            "intended, declare it: `-- d1ops: loses rows in TABLE[, TABLE…] <reason>`."
+            f"the row guard would refuse it, so migrate applies nothing of it ({len(refused)} undeclared "
+            "loss(es) above). If the loss is intended, declare it: `-- d1ops: loses rows in TABLE[, TABLE…] <reason>`."
         )
 
 
