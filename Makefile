@@ -8,39 +8,40 @@ D1OPS := $(BIN)/d1ops
 # pinned in tools/wrangler-latest/package-lock.json and installed into .wrangler-latest/ (git-ignored).
 LATEST := .wrangler-latest
 LATEST_BIN := $(CURDIR)/$(LATEST)/node_modules/.bin
-# The tests that run every wrangler command d1ops drives, against the newest wrangler: `d1 execute --command` and
-# `--file` (local: migrate, status, execute, a failing migration replayed on a scratch copy, Ctrl-C; remote,
-# through the loopback Cloudflare API: the import flow and a Time Travel bookmark), `d1 export` (every backup:
-# test_backup.py whole; rows that read BEGIN TRANSACTION or exceed D1's statement limit, FTS5), backup --verify
-# full, restore (tables, a whole database, a bookmark), rollback, promote, rehearse, wrangler's own
-# `d1 migrations apply`/`list` and `d1_migrations` (adopted as it is, adopt), doctor, and the install paths
-# (the wheel, a monorepo). About 4 minutes on 2 cores (`make test` runs the whole suite with the pinned one).
-LATEST_TESTS := \
+# The tests that run every wrangler command d1ops drives, against the newest wrangler (CI runs these after
+# `make test`): `d1 execute --command` and `--file` (local: migrate, execute, a failing migration replayed on a
+# scratch copy, Ctrl-C; remote through the loopback Cloudflare API: the import flow, a Time Travel bookmark and
+# restore), `d1 create` / `d1 info`, `d1 export` (a table, JSON, a whole database with FTS5, full verification in a
+# scratch D1, text reading BEGIN TRANSACTION), restore (a table in place, a whole database), rollback, rehearse,
+# wrangler's own `d1 migrations apply` and `d1_migrations` (adopted as it is), doctor, and finding wrangler (the
+# monorepo, the tested range, a newer wrangler's local state). About 2.5 minutes on 2 cores.
+# `make test-wrangler-latest LATEST_TESTS=tests` runs the whole suite against the newest wrangler.
+LATEST_TESTS ?= \
 	tests/test_migrate.py::test_fresh_migrate_applies_both_then_nothing_and_wrangler_agrees \
 	tests/test_migrate.py::test_failing_migration_records_nothing_and_a_fixed_file_applies \
 	tests/test_migrate.py::test_execute_command_json \
 	tests/test_migrate.py::test_execute_sql_error_is_exit_1_with_wranglers_message \
-	tests/test_migrate.py::test_status_json_lists_applied_migrations_with_checksums \
 	tests/test_migrate.py::test_database_migrated_by_wrangler_is_adopted_as_is \
 	'tests/test_migrate.py::test_interrupted_migration_stops_wrangler_applies_nothing_and_releases_the_lock[ctrl-c]' \
-	tests/test_promote.py::test_promote_dev_to_staging_to_production \
-	tests/test_backup.py \
-	tests/test_bytes.py::test_a_row_too_large_for_one_statement_is_a_clear_error_naming_table_and_row \
+	tests/test_backup.py::test_backup_one_table_writes_a_verified_private_backup \
+	tests/test_backup.py::test_backup_json_format_streams_rows_of_each_table \
+	tests/test_backup.py::test_full_verification_loads_into_a_scratch_d1 \
+	tests/test_backup.py::test_export_command_writes_sql_and_json \
+	tests/test_backup.py::test_compact_dump_joins_one_row_inserts_and_keeps_every_value \
 	tests/test_bytes.py::test_text_that_reads_begin_transaction_and_commit_round_trips_through_full_verify_and_restore \
-	tests/test_restore.py::test_backup_drop_restore_gives_back_every_row_of_a_big_table \
 	tests/test_restore.py::test_restore_users_in_place_leaves_referencing_rows_untouched \
 	'tests/test_restore.py::test_whole_database_restore_round_trip[sql]' \
-	tests/test_restore.py::test_restore_bookmark_goes_back_in_time_and_clears_the_stale_lock \
-	'tests/test_whole_database.py::test_whole_backup_restores_every_schema_object_into_an_empty_database[fts-sql]' \
 	tests/test_whole_database.py::test_export_of_a_whole_database_with_fts5_holds_every_object \
 	tests/test_rollback.py::test_rollback_of_three_undoes_them_newest_first_in_one_batch \
-	tests/test_rollback.py::test_a_failing_down_file_changes_nothing_and_is_named \
-	tests/test_adopt.py::test_adopting_a_history_that_fails_on_an_empty_database \
+	tests/test_remote.py::test_create_tells_the_database_id_and_write_config_records_it \
 	tests/test_remote.py::test_migrate_staging_applies_the_mvp_through_the_import_flow \
 	tests/test_remote.py::test_migrate_records_a_bookmark_and_restore_goes_back_to_it \
 	tests/test_rehearse.py::test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte_identical \
 	tests/test_doctor.py::test_doctor_passes_warns_without_credentials_and_flags_a_stale_lock \
-	tests/test_install.py
+	tests/test_install.py::test_monorepo_wrangler_hoisted_to_the_workspace_root \
+	tests/test_install.py::test_the_tested_range_is_what_the_two_locks_pin \
+	tests/test_install.py::test_version_and_doctor_warn_outside_the_tested_range \
+	tests/test_install.py::test_local_state_of_a_newer_wrangler_is_said_and_not_retried
 
 .PHONY: install test test-fast test-wrangler-latest lint migrate-dev migrate-staging migrate-prod backup bench clean
 

@@ -142,3 +142,36 @@ def test_a_backfill_of_columns_the_same_file_added_needs_no_mark() -> None:
     old = "ALTER TABLE notes ADD COLUMN preview TEXT;\nUPDATE notes SET preview = body, body = NULL;\n"
     found = lint_history([("0001.sql", PARENT_AND_CHILDREN), ("0002.sql", old)], judged_from=1)
     assert rules(found) == [("destructive", "0002.sql", 2)]
+
+
+GENERATOR = """\
+CREATE TABLE slow (id INTEGER PRIMARY KEY, v TEXT);
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1000000000000)
+INSERT INTO slow SELECT i, printf('%0100d', i) FROM c;
+CREATE INDEX slow_v ON slow(v);
+"""
+
+
+def test_replays_compile_rows_but_never_generate_them() -> None:
+    """lint, drift, the row guard and the read-only check replay migrations for their schema only: a statement
+    that writes rows is compiled (its names checked) and not run, so a generator of 10^12 rows replays at once
+    (it ran for minutes and took a GB before each migrate's batch)."""
+    import sqlite3
+
+    from d1ops.sql.drift import replay_schema
+    from d1ops.sql.text import replay_statement, split_statements
+
+    conn = sqlite3.connect(":memory:")
+    for statement in split_statements(GENERATOR):
+        replay_statement(conn, statement)
+    assert conn.execute("SELECT count(*) FROM slow").fetchone() == (0,)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall() == [("slow_v",)]
+    try:
+        replay_statement(conn, "INSERT INTO nosuch VALUES (1)")
+    except sqlite3.OperationalError as exc:
+        assert "no such table: nosuch" in str(exc)
+    else:
+        raise AssertionError("a statement naming a missing table must still fail when compiled")
+    schema = replay_schema([("0001_slow.sql", GENERATOR)])
+    assert schema is not None and {o.name for o in schema.objects} >= {"slow", "slow_v"}
+    assert lint_history([("0001_slow.sql", GENERATOR)]) == []

@@ -359,9 +359,12 @@ def test_interrupted_migration_stops_wrangler_applies_nothing_and_releases_the_l
         stdin=subprocess.DEVNULL,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "--file" not in _wrangler_commands(proj.root):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and "--file" not in _wrangler_commands(proj.root):
         time.sleep(0.1)  # wait until the migration batch is running in wrangler
+    if proc.poll() is not None:
+        out, err = proc.communicate()
+        pytest.fail(f"migrate ended (exit {proc.returncode}) before its batch ran:\n{out}\n{err}")
     assert "--file" in _wrangler_commands(proj.root)
     time.sleep(0.5)
     proc.send_signal(signum)

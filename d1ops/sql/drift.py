@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from d1ops.sql.schema import DatabaseSchema, SchemaObject, read_schema_sqlite
-from d1ops.sql.text import split_statements
+from d1ops.sql.text import replay_statement, split_statements
 
 MISSING, EXTRA, CHANGED = "missing", "extra", "changed"
 _NOT_DRIFT = re.compile(r"^(d1ops_|_d1ops_|_cf_|sqlite_)|^d1_migrations$", re.IGNORECASE)
@@ -95,7 +95,7 @@ def replay_schema(migrations: Sequence[tuple[str, str]], start: DatabaseSchema |
         for _, sql in migrations:
             for statement in split_statements(sql):
                 try:
-                    conn.execute(statement)
+                    replay_statement(conn, statement)
                 except sqlite3.Error:
                     if _DDL.match(statement):
                         return None

@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from d1ops.sql.rowguard import LOSS_ACTIONS, declared_losses
-from d1ops.sql.text import WRANGLER_TRANSACTION, UnfinishedStatement, code_and_text, iter_statements, strip_comments
+from d1ops.sql.text import (
+    WRANGLER_TRANSACTION,
+    UnfinishedStatement,
+    code_and_text,
+    iter_statements,
+    rows_only,
+    strip_comments,
+)
 
 DESTRUCTIVE = re.compile(r"^\s*--\s*d1ops:\s*destructive\b", re.IGNORECASE | re.MULTILINE)
 DESTRUCTIVE_HINT = "-- d1ops: destructive <reason>"
@@ -116,7 +123,8 @@ def _statements(conn: sqlite3.Connection, sql: str) -> list[_Statement]:
             )
         before = {t: _columns(conn, t) for t in actions.altered}
         try:
-            conn.execute(text)
+            if not rows_only(text):  # rows are compiled above (EXPLAIN), never generated
+                conn.execute(text)
         except sqlite3.Error:
             pass  # e.g. a module this SQLite lacks; lint judges what compiles
         for table, columns in before.items():

@@ -12,7 +12,7 @@ import re
 import sqlite3
 from collections.abc import Iterable
 
-from d1ops.sql.text import UnfinishedStatement, code_and_text, split_statements
+from d1ops.sql.text import UnfinishedStatement, code_and_text, replay_statement, split_statements
 
 # Only these can be read-only; anything else is a write whatever it compiles to where it is judged (a
 # `DROP TABLE IF EXISTS t` compiles to nothing against a schema that lacks t, and t may exist on the database).
@@ -52,7 +52,7 @@ def scratch_schema(migration_sql: Iterable[str]) -> sqlite3.Connection:
             continue
         for statement in statements:
             try:
-                conn.execute(statement)
+                replay_statement(conn, statement)
             except sqlite3.Error:
                 continue
     return conn

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from d1ops.project.config import Environment
 from d1ops.sql.schema import DatabaseSchema, ForeignKey, lower, read_schema_sqlite
-from d1ops.sql.text import ident, quote, split_statements
+from d1ops.sql.text import ident, quote, replay_statement, split_statements
 
 GUARD_TABLE = "_d1ops_guard"
 LOST_TABLE = "_d1ops_guard_lost"
@@ -156,7 +156,7 @@ def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) 
             for statement in split_statements(sql):
                 altered.clear()
                 try:
-                    conn.execute(statement)
+                    replay_statement(conn, statement)
                 except sqlite3.Error:
                     continue  # the batch itself will report it
                 for table in altered:

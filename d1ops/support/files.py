@@ -32,8 +32,9 @@ def utc_stamp(moment: datetime | None = None) -> str:
 
 
 def unique_stamp() -> str:
-    """A file-name stamp that two runs in the same millisecond still do not share."""
-    return f"{utc_stamp()}-{uuid.uuid4().hex[:6]}"
+    """A file-name stamp that two runs in the same millisecond still do not share: 48 random bits (six hex digits,
+    24 bits, met a collision in 1,000 names in one millisecond about once in 30 runs)."""
+    return f"{utc_stamp()}-{uuid.uuid4().hex[:12]}"
 
 
 def private_parents(path: Path) -> None:
