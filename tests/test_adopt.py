@@ -103,6 +103,9 @@ def test_adopting_a_history_that_fails_on_an_empty_database(history: Proj) -> No
     assert drifted.exit_code == 3, drifted.output
     items = json.loads(drifted.stdout)["schema_drift"]["staging"]
     assert [(d["kind"], d["type"], d["name"]) for d in items] == [("extra", "index", "users_by_name")]
+    refused = history.run("promote", "--to", "staging", "--yes")  # migrate and promote hold it to the record too
+    assert refused.exit_code == 1 and "extra index users_by_name" in refused.output, refused.output
+    assert "0004_add_plan.sql" not in {r[0] for r in history.query("SELECT name FROM d1_migrations", "staging")}
 
 
 def test_adopt_refuses_names_not_on_disk_and_changes_nothing_on_a_dry_run(history: Proj) -> None:
