@@ -456,5 +456,8 @@ def _render_rehearsal(result: rehearse.Rehearsal) -> None:
         for c in m.checks:
             if not c["passed"]:
                 say(f"{m.name}: check failed: {c['sql']} -> {c.get('error') or c.get('value')}")
-    verdict = "every migration applied" if all(m.result == "applied" for m in result.migrations) else "FAILED"
+    applied = all(m.result == "applied" for m in result.migrations)
+    verdict = "FAILED" if not applied else "every migration applied"
+    if applied and not result.ok:
+        verdict += " on the copy, but migrate would refuse (above)"
     say(f"{verdict}; {result.env} was not changed ({result.wrangler_processes} wrangler processes).")
