@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import THREE_LOCAL_ENVIRONMENTS, THREE_LOCAL_WRANGLER  # noqa: E402
+from d1ops.sql.rowguard import row_guard  # noqa: E402
+from d1ops.sql.schema import read_schema_sqlite  # noqa: E402
+from tests.conftest import THREE_LOCAL_ENVIRONMENTS, THREE_LOCAL_WRANGLER, Proj  # noqa: E402
 
 WRANGLER = REPO / "node_modules" / ".bin" / "wrangler"
 QUIET = {"WRANGLER_SEND_METRICS": "false", "WRANGLER_HIDE_BANNER": "true", "CI": "true", "NO_COLOR": "1"}
@@ -197,6 +200,70 @@ def bench_backup(tmp: Path, rows: list[list[str]], count: int) -> None:
                  f"{seconds / bare:.2f}x export"])  # fmt: skip
 
 
+def bench_rowguard(tmp: Path, rows: list[list[str]], count: int, runs: int = 7) -> None:
+    """`d1ops migrate dev` of one cheap migration on a database of `count` rows (accounts; members, ON DELETE
+    CASCADE; notes, ON DELETE SET NULL: the guard counts every table and the notes' links), with `row_guard` on
+    and off, taken in turns (best of `runs` each). No backup (backup: skip), so the batch is what is timed."""
+    root = project(tmp, "rowguard")
+    config = root / "environments.yaml"
+    plain = THREE_LOCAL_ENVIRONMENTS
+    off = plain.replace("    backup: skip\n", "    backup: skip\n    row_guard: false\n", 1)
+    config.write_text(plain)
+    accounts, children = count // 10, (count - count // 10) // 2
+    (root / "migrations" / "0003_accounts.sql").write_text(  # the tables by a migration (not drift) ...
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT NOT NULL);\n"
+        "CREATE TABLE members (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL "
+        "REFERENCES accounts(id) ON DELETE CASCADE, email TEXT);\n"
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, account_id INTEGER REFERENCES accounts(id) ON DELETE SET NULL, "
+        "body TEXT);\n"
+    )
+    out = d1ops(root, "migrate", "dev", "--json")[2]
+    assert json.loads(out)["exit_code"] == 0, out
+    wrangler(  # ... their rows as an application writes them
+        root, "d1", "execute", "DB", "--local", "--json", "--command",
+        f"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {accounts}) "
+        "INSERT INTO accounts SELECT i, 'compte ' || i FROM c; "
+        f"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {children}) "
+        f"INSERT INTO members SELECT i, 1 + i % {accounts}, 'm' || i || '@example.org' FROM c; "
+        f"WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {children}) "
+        f"INSERT INTO notes SELECT i, 1 + i % {accounts}, 'note ' || i FROM c",
+    )  # fmt: skip
+    best = {True: float("inf"), False: float("inf")}
+    procs = dict.fromkeys(best, "?")
+    for i in range(2 * runs):
+        guard = i % 2 == 0
+        config.write_text(plain if guard else off)
+        (root / "migrations" / f"{i + 4:04d}_notes_c{i}.sql").write_text(f"ALTER TABLE notes ADD COLUMN c{i} TEXT;\n")
+        seconds, _, out = d1ops(root, "migrate", "dev", "--json")
+        assert [m["result"] for m in json.loads(out)["migrations"]] == ["applied"], out
+        best[guard], procs[guard] = min(best[guard], seconds), processes(out)
+    total = accounts + 2 * children
+    ratio = best[True] / best[False]
+    for guard in (False, True):
+        what = f"d1ops migrate: 1 migration, {total:,} rows in 3 tables (FKs), row_guard {'on' if guard else 'off'}"
+        cost = f"{ratio:.3f}x off (guard {100 * (ratio - 1):+.1f} %, target <= +5 %)" if guard else "reference"
+        rows.append([what, f"{best[guard]:.2f}", procs[guard], "-", cost])
+    # The guard's own statements on the same database, without wrangler's start-up around them: what the guard
+    # costs inside the batch, steadier than the difference of two process timings on a shared machine.
+    copy = tmp / "rowguard.sqlite"
+    source = sqlite3.connect(f"file:{Proj(root).sqlite_path('dev')}?mode=ro", uri=True)
+    conn = sqlite3.connect(copy, isolation_level=None)
+    source.backup(conn)
+    source.close()
+    guard_sql = row_guard(read_schema_sqlite(conn), [("next.sql", "ALTER TABLE notes ADD COLUMN z TEXT;")])
+    held = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("accounts", "members", "notes"))
+    assert held == accounts + 2 * children, held
+    alone = float("inf")
+    for _ in range(5):
+        alone = min(
+            alone, timed(lambda: conn.executescript(f"BEGIN;\n{guard_sql.start_sql}{guard_sql.end_sql}ROLLBACK;"))
+        )
+    conn.close()
+    share = 100 * alone / best[True]
+    rows.append([f"the row guard's statements alone ({len(guard_sql.guarded)} counts, twice; sqlite3, same database)",
+                 f"{alone:.3f}", "0", "-", f"{share:.1f} % of migrate (target <= 5 %)"])  # fmt: skip
+
+
 def bench_fleet(tmp: Path, rows: list[list[str]], count: int = 1000, loop: int = 20) -> None:
     """A fleet of `count` databases on the loopback API emulator (its own process), one migration pending on each:
     d1ops's wall time, API calls per database and peak RSS; beside it, a shell loop of `wrangler d1 migrations
@@ -258,8 +325,9 @@ def bench_fleet(tmp: Path, rows: list[list[str]], count: int = 1000, loop: int =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the backup benchmark's table")
-    parser.add_argument("--only", choices=["startup", "status", "migrate", "backup", "fleet"], help="run one benchmark")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the backup and row guard benchmarks")
+    benchmarks = ["startup", "status", "migrate", "backup", "rowguard", "fleet"]
+    parser.add_argument("--only", choices=benchmarks, help="run one benchmark")
     args = parser.parse_args()
     if not WRANGLER.exists():
         raise SystemExit("wrangler is not installed: run `make install` first")
@@ -273,6 +341,8 @@ def main() -> None:
             bench_migrate(Path(tmp), rows)
         if args.only in (None, "backup"):
             bench_backup(Path(tmp), rows, args.rows)
+        if args.only in (None, "rowguard"):
+            bench_rowguard(Path(tmp), rows, args.rows)
         if args.only in (None, "fleet"):
             bench_fleet(Path(tmp), rows)
     headers = ["what", "seconds", "wrangler processes", "d1ops peak RSS (MB)", "ratio"]

@@ -3,6 +3,7 @@ as it is; afterwards `d1ops status` and `wrangler d1 migrations list` agree and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,11 @@ def test_adopting_a_history_that_fails_on_an_empty_database(history: Proj) -> No
     status = history.run("status", "--all", "--check")
     assert status.exit_code == 0, status.output
     assert "dev: 3 applied, 0 pending." in status.output and "staging: 3 applied, 0 pending." in status.output
+    # the history does not replay, so drift is judged against the schema adopt recorded: both are clean
+    assert "drift not checked" not in status.output
+    assert {r[0] for r in history.query("SELECT DISTINCT through FROM d1ops_schema", "staging")} == {
+        "0003_add_email.sql"
+    }
     assert _wrangler_pending(history, "dev") == []
     sql = "SELECT m.name, c.applied_by FROM d1_migrations m JOIN d1ops_migrations c USING (name) ORDER BY m.id"
     rows = history.query(sql, "dev")
@@ -85,10 +91,21 @@ def test_adopting_a_history_that_fails_on_an_empty_database(history: Proj) -> No
 
     history.write("migrations/0004_add_plan.sql", "ALTER TABLE users ADD COLUMN plan TEXT;\n")
     assert _wrangler_pending(history, "dev") == ["0004_add_plan.sql"]  # wrangler agrees on what is next
-    result = history.run("migrate", "dev")
+    result = history.run("migrate", "dev")  # held to the recorded schema plus 0004: no drift, so it applies
     assert result.exit_code == 0, result.output
     assert "Applied 1 migration(s) to dev" in result.output
     assert _wrangler_pending(history, "dev") == []
+    clean = history.run("status", "dev", "--check")
+    assert clean.exit_code == 0 and "drift" not in clean.output, clean.output
+
+    history.sql("CREATE INDEX users_by_name ON users(name)", "staging")  # a hand edit in production
+    drifted = history.run("status", "staging", "--check", "--json")
+    assert drifted.exit_code == 3, drifted.output
+    items = json.loads(drifted.stdout)["schema_drift"]["staging"]
+    assert [(d["kind"], d["type"], d["name"]) for d in items] == [("extra", "index", "users_by_name")]
+    refused = history.run("promote", "--to", "staging", "--yes")  # migrate and promote hold it to the record too
+    assert refused.exit_code == 1 and "extra index users_by_name" in refused.output, refused.output
+    assert "0004_add_plan.sql" not in {r[0] for r in history.query("SELECT name FROM d1_migrations", "staging")}
 
 
 def test_adopt_refuses_names_not_on_disk_and_changes_nothing_on_a_dry_run(history: Proj) -> None:

@@ -36,14 +36,19 @@ def test_rehearse_reports_each_migrations_effect_and_leaves_the_environment_byte
     sqlite_file = proj.sqlite_path("dev")
     before = hashlib.sha256(sqlite_file.read_bytes()).hexdigest()
 
-    result = proj.run("rehearse", "dev", "--json")
+    result = proj.run("rehearse", "dev", "--json", "--accept-drift")  # events was made by hand: drift
 
     assert result.exit_code == 1  # the second migration's check fails
     report = json.loads(result.stdout)
+    assert [(d["kind"], d["name"]) for d in report["drift"]] == [("extra", "events")]
     assert report["copied_rows"]["events"] == 100_000
     first, second = report["migrations"]
     assert first["name"] == "0003_drop_views.sql" and first["result"] == "applied"
     assert first["rows_changed"] == {"event_kinds": 1, "events": -50_000}
+    assert first["rows"] == {
+        "events": {"inserted": 0, "updated": 0, "deleted": 50_000},
+        "event_kinds": {"inserted": 1, "updated": 0, "deleted": 0},
+    }
     assert first["tables_created"] == ["event_kinds"]
     assert [c["passed"] for c in first["checks"]] == [True, True]
     assert first["duration_ms"] > 0
@@ -110,7 +115,7 @@ def test_rehearse_copies_fts5_tables_and_their_triggers(proj: Proj) -> None:
         "INSERT INTO notes (body) VALUES ('third');\n",
     )
 
-    result = proj.run("rehearse", "dev", "--json")
+    result = proj.run("rehearse", "dev", "--json", "--accept-drift")  # notes was made by hand: drift
 
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -168,3 +173,95 @@ def test_a_killed_rehearsal_leaves_its_copy_only_until_the_next_run(
 
     assert again.exit_code == 0, again.output
     assert [p.name for p in temp.iterdir()] == []  # the dead run's copy went with this one's
+
+
+PARENT_AND_CHILDREN = """\
+CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE members (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE);
+CREATE TABLE notes (id INTEGER PRIMARY KEY, account_id INTEGER REFERENCES accounts(id) ON DELETE SET NULL, body TEXT);
+CREATE TABLE counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 500)
+INSERT INTO accounts SELECT i, 'compte ' || i FROM c;
+INSERT INTO members SELECT id, id FROM accounts;
+INSERT INTO notes SELECT id, id, 'note ' || id FROM accounts;
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20003)
+INSERT INTO counters SELECT 'compteur ' || i, i FROM c;
+"""
+# drizzle-kit's table rebuild: on D1 `PRAGMA foreign_keys=OFF` does nothing inside the batch, so DROP TABLE
+# accounts deletes its rows first and fires the children's ON DELETE actions.
+REBUILD = """\
+PRAGMA foreign_keys=OFF;
+CREATE TABLE __new_accounts (id INTEGER PRIMARY KEY, name TEXT NOT NULL, plan TEXT DEFAULT 'free');
+INSERT INTO __new_accounts (id, name) SELECT id, name FROM accounts;
+DROP TABLE accounts;
+ALTER TABLE __new_accounts RENAME TO accounts;
+PRAGMA foreign_keys=ON;
+"""
+
+
+def test_rehearse_tells_rows_inserted_updated_and_deleted_and_names_what_a_rebuild_would_lose(proj: Proj) -> None:
+    proj.write("migrations/0003_accounts.sql", PARENT_AND_CHILDREN)
+    assert proj.run("migrate", "dev").exit_code == 0
+    # an UPDATE of every row plus 3 inserts: the net change (+3) hides 20,003 updated rows
+    proj.write(
+        "migrations/0004_recount.sql",
+        "-- d1ops: destructive every counter moves up\nUPDATE counters SET n = n + 1;\n"
+        "INSERT INTO counters VALUES ('été', 1), ('冬', 2), ('x', 3);\n",
+    )
+    proj.write("migrations/0005_accounts_plan.sql", "-- d1ops: destructive rebuild\n" + REBUILD)
+
+    result = proj.run("rehearse", "dev", "--json")
+
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    recount, rebuild = report["migrations"]
+    assert recount["result"] == "applied" and recount["row_guard"] == "passes"
+    assert recount["rows"] == {"counters": {"inserted": 3, "updated": 20_003, "deleted": 0}}
+    assert recount["rows_changed"] == {"counters": 3}
+    assert rebuild["result"] == "refused by the row guard" and rebuild["row_guard"] == "refuses"
+    assert rebuild["rows"] == {
+        "members": {"inserted": 0, "updated": 0, "deleted": 500},
+        "notes": {"inserted": 0, "updated": 500, "deleted": 0},
+    }  # accounts keeps its 500 rows, matched by id (its new column holds its default)
+    cause = "DROP TABLE accounts in 0005_accounts_plan.sql"
+    assert [(v["table"], v["what"], v["lost"], v["cause"], v["declared"]) for v in rebuild["victims"]] == [
+        ("members", "rows", 500, f"ON DELETE CASCADE from {cause}", None),
+        ("notes", "links in account_id", 500, f"ON DELETE SET NULL from {cause}", None),
+    ]
+    assert [(f["file"], f["rule"]) for f in report["lint"]] == [("0005_accounts_plan.sql", "fk-drop")]
+    assert report["drift"] == [] and report["ok"] is False
+    assert proj.query("SELECT count(*) FROM members") == [(500,)]  # dev itself is untouched
+
+    # declared, the same rebuild passes the guard; the victims are still named, as declared; a hand-made index
+    # is drift, accepted here
+    proj.write(
+        "migrations/0005_accounts_plan.sql",
+        "-- d1ops: destructive rebuild\n-- d1ops: loses rows in members, notes re-created by the app\n" + REBUILD,
+    )
+    proj.sql("CREATE INDEX notes_by_body ON notes(body)")
+    text = proj.run("rehearse", "dev", "--accept-drift")
+
+    assert text.exit_code == 0, text.output
+    assert "dev has drifted: extra index notes_by_body" in text.output
+    assert "accepted (--accept-drift)" in text.output
+    assert "counters +3 ~20003" in text.output
+    assert "members -500, notes ~500" in text.output
+    assert (
+        "0005_accounts_plan.sql: members would lose 500 rows (ON DELETE CASCADE from DROP TABLE accounts in "
+        "0005_accounts_plan.sql); declared: re-created by the app"
+    ) in text.output
+    assert proj.query("SELECT count(*) FROM notes WHERE account_id IS NOT NULL") == [(500,)]
+
+
+def test_rehearse_reports_a_drifted_target_as_migrate_would_refuse_it(proj: Proj) -> None:
+    proj.sql("CREATE INDEX users_by_email ON users(email)")
+
+    refused = proj.run("rehearse", "dev", "--json")
+    accepted = proj.run("rehearse", "dev", "--json", "--accept-drift")
+
+    assert refused.exit_code == 1, refused.output
+    report = json.loads(refused.stdout)
+    assert [(d["kind"], d["type"], d["name"]) for d in report["drift"]] == [("extra", "index", "users_by_email")]
+    assert report["migrations"] == [] and report["wrangler_processes"] == 1  # the state and schema: one read
+    assert accepted.exit_code == 0, accepted.output
+    assert json.loads(accepted.stdout)["drift_accepted"] is True

@@ -150,3 +150,21 @@ def test_guard_fails_a_real_wrangler_batch_and_keeps_the_children(proj: Proj) ->
     assert proj.query("SELECT count(*) FROM notes WHERE account_id IS NOT NULL")[0][0] == 500
     assert "plan" not in [r[1] for r in proj.query("PRAGMA table_info(accounts)")]
     assert not proj.query("SELECT name FROM sqlite_master WHERE name LIKE '_d1ops_guard%'")
+
+
+def test_a_column_added_to_a_child_does_not_exempt_it_from_the_guard() -> None:
+    """ALTER TABLE … ADD COLUMN is no rename: the child is still counted, and a cascade into it is caught."""
+    conn = database()
+    guard = row_guard(read_schema_sqlite(conn), [("0003_x.sql", "ALTER TABLE members ADD COLUMN role TEXT;")])
+    assert "members" in {g.table for g in guard.guarded}
+    with pytest.raises(sqlite3.Error) as failed:
+        run_batch(conn, "ALTER TABLE members ADD COLUMN role TEXT;\nDELETE FROM accounts WHERE id <= 2;")
+    assert "members lost 2 rows (ON DELETE CASCADE from DELETE FROM accounts" in (
+        guard_failure(str(failed.value)) or ""
+    )
+
+
+def test_a_renamed_table_is_not_counted_under_its_old_name() -> None:
+    conn = database()
+    run_batch(conn, "ALTER TABLE notes RENAME TO old_notes;")
+    assert conn.execute("SELECT count(*) FROM old_notes").fetchone()[0] == 500

@@ -4,7 +4,9 @@ migrations list` and `d1ops status` agree. For a database that must be built fro
 on an empty database), `--schema-from ENV` first creates the schema another environment has.
 
 It is a run like every other change: lock → plan → confirm on a protected environment → one atomic batch
-(schema, both tracking rows of every migration, the lock's release) → report.
+(schema, both tracking rows of every migration, the schema adopted with them in `d1ops_schema`, the lock's
+release) → report. That record is what drift holds the database to when its history does not replay on an
+empty database (plus the migrations applied after it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from d1ops.project.project import Project
 from d1ops.run.apply import Batch, send_batch
 from d1ops.run.report import RunReport
 from d1ops.run.sequence import Change, Confirm, Run, run_change
-from d1ops.run.tracking import TRACKING_TABLES, actor, adopted_rows
+from d1ops.run.tracking import TRACKING_TABLES, actor, adopted_rows, record_schema_sql
 from d1ops.sql.schema import DatabaseSchema
 from d1ops.wrangler.reads import read_schema
 
@@ -35,6 +37,7 @@ class AdoptChange(Change):
         self.schema_from = schema_from
         self.record: list[MigrationFile] = []
         self.ddl: list[str] = []
+        self.source_schema: DatabaseSchema | None = None
 
     def prepare(self, run: Run) -> None:
         migrations: MigrationSet = self.project.migrations()
@@ -62,6 +65,7 @@ class AdoptChange(Change):
                     f"changed in {self.env.name}."
                 ) from exc
             self.ddl = schema_statements(source)
+            self.source_schema = source
             if not self.ddl:
                 raise GateRefused(f"--schema-from {self.schema_from.name}: it holds no tables. Nothing was changed.")
         if run.dry_run:
@@ -119,6 +123,10 @@ class AdoptChange(Change):
 
     def apply(self, run: Run) -> None:
         body = adopt_batch(self.record, self.ddl, f"{ADOPTED_BY} {actor()}")
+        # the schema the history is adopted with: what drift holds the database to if that history does not replay
+        adopted = self.source_schema if self.source_schema is not None else run.schema
+        if adopted is not None:
+            body += record_schema_sql(self.through, adopted)
         try:
             send_batch(run, Batch("adopt", body, keep_results=False))
         except OutcomeUnknown:

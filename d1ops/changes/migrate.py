@@ -21,7 +21,14 @@ from d1ops.run.apply import Batch, read_back_state, send_batch
 from d1ops.run.replay import Step, explain_failure
 from d1ops.run.report import MigrationOutcome, RunReport, elapsed_ms
 from d1ops.run.sequence import Change, Confirm, Run, run_change
-from d1ops.run.tracking import CHECKSUM_TABLE, EnvState, actor, migration_batch, read_states
+from d1ops.run.tracking import (
+    CHECKSUM_TABLE,
+    EnvState,
+    actor,
+    migration_batch,
+    read_recorded_schemas,
+    read_states,
+)
 from d1ops.sql.rowguard import schema_after
 from d1ops.sql.text import quote, sql_for_batch
 from d1ops.support import progress
@@ -81,7 +88,13 @@ def check_drift(drifts: list[Drift]) -> None:
 def refuse_schema_drift(run: Run, migrations: MigrationSet, state: EnvState, *, accept: bool, command: str) -> None:
     """Refuse a target whose schema is not what its applied migrations make, naming the objects, unless
     `--accept-drift`; the report records the drift either way."""
-    items = schema_drift(migrations, list(state.applied), run.schema, run.project.config.schema_cache)
+    items = schema_drift(
+        migrations,
+        list(state.applied),
+        run.schema,
+        run.project.config.schema_cache,
+        lambda: read_recorded_schemas(run.wrangler, run.env, run.schema),
+    )
     if not items:
         return
     run.report.warnings += [f"schema drift: {d.describe()}" for d in items]
@@ -177,7 +190,7 @@ class MigrateChange(Change):
         run.report.warnings += plan.warnings
         gate_plan(self.project, self.env, plan, self.states)
         if self.rehearse and plan.to_apply:
-            gate_rehearsal(run, self.project, self.env, plan)
+            gate_rehearsal(run, self.project, self.env, plan, accept_drift=self.accept_drift)
         return bool(plan.to_apply)
 
     def describe(self) -> str:
@@ -374,14 +387,14 @@ def behind_env(project: Project) -> Environment:
     raise UsageError("Every environment already has what the one before it has: nothing to promote.")
 
 
-def gate_rehearsal(run: Run, project: Project, env: Environment, plan: Plan) -> None:
+def gate_rehearsal(run: Run, project: Project, env: Environment, plan: Plan, *, accept_drift: bool = False) -> None:
     """promote --rehearse's gate, in the plan (a dry run included, before any confirmation): exactly the files the
     plan applies, rehearsed on a scratch copy of the target's data under the run's lock. The rehearsal goes into
     the report; one that fails refuses the run, and the target is only read (rehearse.py: its state, its schema,
     its export)."""
     from d1ops.run.rehearse import rehearse
 
-    rehearsal = rehearse(project, env.name, only={m.name for m in plan.to_apply})
+    rehearsal = rehearse(project, env.name, only={m.name for m in plan.to_apply}, accept_drift=accept_drift)
     if isinstance(run.report.details, dict):
         run.report.details["rehearsal"] = rehearsal
     if rehearsal.ok:

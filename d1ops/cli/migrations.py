@@ -389,11 +389,13 @@ def rollback(
 
 @cli.command("rehearse")
 @click.argument("env", required=False, shell_complete=complete_env)
+@accept_drift_option
 @json_option
 @pass_project
-def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
-    """Apply ENV's pending migrations to a scratch copy of its data, one by one, and report each one's effect.
-    ENV itself is only read.
+def rehearse_cmd(project: Project, env: str | None, accept_drift: bool, as_json: bool) -> None:
+    """Apply ENV's pending migrations to a scratch copy of its data, one by one, and report each one's effect:
+    rows inserted, updated and deleted per table, rows lost to ON DELETE actions (and whether the row guard
+    would refuse them), and whether ENV's schema has drifted. ENV itself is only read.
 
     \b
     Example:
@@ -402,7 +404,7 @@ def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
     from d1ops.run import rehearse
 
     want_json(as_json)
-    result = rehearse.rehearse(project, project.config.env(env).name)
+    result = rehearse.rehearse(project, project.config.env(env).name, accept_drift=accept_drift)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -411,7 +413,28 @@ def rehearse_cmd(project: Project, env: str | None, as_json: bool) -> None:
         sys.exit(EXIT_FAILED)
 
 
+def _rows_text(rows: dict[str, dict[str, int]]) -> str:
+    """`events +3 ~20003`, `members -500`: inserted, updated, deleted (only what is not 0)."""
+    parts = []
+    signs = (("+", "inserted"), ("~", "updated"), ("-", "deleted"))
+    for name, n in rows.items():
+        counts = [f"{sign}{n[key]}" for sign, key in signs if n[key]]
+        parts.append(f"{name} {' '.join(counts) or '0'}")
+    return ", ".join(parts) or "-"
+
+
 def _render_rehearsal(result: rehearse.Rehearsal) -> None:
+    for d in result.drift or []:
+        say(f"{result.env} has drifted: {d['kind']} {d['type']} {d['name']}")
+    if result.drift:
+        accepted = "accepted (--accept-drift)" if result.drift_accepted else "migrate would refuse it"
+        say(f"{result.env}'s schema is not what its applied migrations make: {accepted}.")
+    elif result.drift is None:
+        say(f"Whether {result.env} has drifted cannot be told (its history does not replay here).")
+    for f in result.lint:
+        say(f"lint: {f['file']}:{f['line']} [{f['rule']}] {f['message']}")
+    if result.lint:
+        say("migrate refuses these files until they are fixed (or the loss declared); the rehearsal shows why:")
     if not result.migrations:
         say(f"{result.env}: nothing pending to rehearse.")
         return
@@ -419,16 +442,23 @@ def _render_rehearsal(result: rehearse.Rehearsal) -> None:
     say(f"Rehearsal on a scratch copy of {result.env} ({copied} rows in {len(result.copied_rows)} tables):")
     rows = []
     for m in result.migrations:
-        changed = ", ".join(f"{t} {n:+d}" for t, n in m.rows_changed.items()) or "-"
         made = [f"+{t}" for t in m.tables_created] + [f"-{t}" for t in m.tables_dropped]
         checks = f"{sum(1 for c in m.checks if c['passed'])}/{len(m.checks)}" if m.checks else "-"
-        rows.append([m.name, m.result, m.duration_ms, changed + (f" ({' '.join(made)})" if made else ""), checks])
-    say(table(["MIGRATION", "RESULT", "MS", "ROWS CHANGED", "CHECKS"], rows))
+        changed = _rows_text(m.rows) + (f" ({' '.join(made)})" if made else "")
+        rows.append([m.name, m.result, m.duration_ms, changed, m.row_guard if m.result != "not run" else "-", checks])
+    say(table(["MIGRATION", "RESULT", "MS", "ROWS (+inserted ~updated -deleted)", "ROW GUARD", "CHECKS"], rows))
     for m in result.migrations:
+        for v in m.victims:
+            declared = f"; declared: {v['declared']}" if v["declared"] is not None else ""
+            cause = f" ({v['cause']})" if v["cause"] else ""
+            say(f"{m.name}: {v['table']} would lose {v['lost']} {v['what']}{cause}{declared}")
         if m.error:
             say(f"{m.name}: {m.error}" + (f"\n  statement: {m.statement}" if m.statement else ""))
         for c in m.checks:
             if not c["passed"]:
                 say(f"{m.name}: check failed: {c['sql']} -> {c.get('error') or c.get('value')}")
-    verdict = "every migration applied" if result.ok else "FAILED"
+    applied = all(m.result == "applied" for m in result.migrations)
+    verdict = "FAILED" if not applied else "every migration applied"
+    if applied and not result.ok:
+        verdict += " on the copy, but migrate would refuse (above)"
     say(f"{verdict}; {result.env} was not changed ({result.wrangler_processes} wrangler processes).")

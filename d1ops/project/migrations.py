@@ -16,12 +16,13 @@ import functools
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from d1ops.errors import ConfigError, UsageError
-from d1ops.sql.drift import DriftItem, check_drift, expected_schema
+from d1ops.sql.drift import DriftItem, check_drift, expected_schema, schema_after_adopt
 from d1ops.sql.lint import Finding, lint_history
 from d1ops.sql.schema import DatabaseSchema
 from d1ops.sql.text import UnfinishedStatement, split_statements
@@ -65,9 +66,11 @@ class MigrationSet:
     def by_name(self) -> dict[str, MigrationFile]:
         return {m.name: m for m in self.files}
 
-    def raise_for_errors(self) -> None:
-        if self.errors:
-            lines = "\n".join(f"  {f.file}: {f.message}" for f in self.errors)
+    def raise_for_errors(self, *, except_rules: tuple[str, ...] = ()) -> None:
+        """Refuse a folder with errors (those of `except_rules` left to the caller: rehearse shows their effect)."""
+        errors = [f for f in self.errors if f.rule not in except_rules]
+        if errors:
+            lines = "\n".join(f"  {f.file}: {f.message}" for f in errors)
             raise ConfigError(f"The migrations folder {self.directory.name}/ has errors:\n{lines}")
 
 
@@ -197,10 +200,16 @@ def discover_migrations(directory: Path, baseline: str | None = None) -> Migrati
 
 
 def schema_drift(
-    migrations: MigrationSet, applied: list[str], live: DatabaseSchema | None, cache_dir: Path
+    migrations: MigrationSet,
+    applied: list[str],
+    live: DatabaseSchema | None,
+    cache_dir: Path,
+    recorded: Callable[[], dict[str, DatabaseSchema]] | None = None,
 ) -> list[DriftItem] | None:
-    """The objects of a live schema unlike what its applied migrations make, replayed here (None: cannot
-    tell: no schema read, a migration applied there has no file here, or the history does not replay)."""
+    """The objects of a live schema unlike what its applied migrations make, replayed here. A history that does
+    not replay on an empty database is held to what adopt recorded (`recorded`: called only then), plus the
+    migrations applied after it. None: cannot
+    tell (no schema read, a migration applied there has no file here, nothing replays)."""
     files = migrations.by_name()
     if live is not None and not applied:
         return []  # no history recorded: nothing to hold it to (a database made by hand is adopted, not drifted)
@@ -209,6 +218,8 @@ def schema_drift(
     expected = expected_schema(
         [(files[n].name, files[n].checksum, _text_or_empty(files[n].path)) for n in applied], cache_dir
     )
+    if expected is None and recorded is not None:
+        expected = schema_after_adopt([(n, _text_or_empty(files[n].path)) for n in applied], recorded())
     return None if expected is None else check_drift(expected, live)
 
 

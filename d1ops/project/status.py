@@ -12,8 +12,9 @@ from d1ops.project.config import Environment
 from d1ops.project.credentials import NO_CREDENTIALS, credentials_source
 from d1ops.project.migrations import schema_drift
 from d1ops.project.project import Project
-from d1ops.run.tracking import EnvState, read_state, read_states
+from d1ops.run.tracking import EnvState, read_recorded_schemas, read_state, read_states
 from d1ops.sql.drift import DriftItem
+from d1ops.sql.schema import DatabaseSchema
 
 APPLIED, PENDING, SKIPPED, DRIFTED, MISSING_FILE = "applied", "pending", "skipped", "drifted", "missing-file"
 NOT_READ, NO_CREDENTIALS_CELL = (
@@ -126,7 +127,8 @@ def status_of(project: Project, envs: list[Environment]) -> StatusReport:
     warnings = [f"{f.file}: {f.message}" for f in migrations.findings]
     drifted_schemas: dict[str, list[DriftItem]] = {}
     for name, state in states.items():
-        items = schema_drift(migrations, list(state.applied), state.schema, project.config.schema_cache)
+        recorded = _recorded(project, project.config.env(name), state)
+        items = schema_drift(migrations, list(state.applied), state.schema, project.config.schema_cache, recorded)
         if items is None:
             warnings.append(f"{name}: schema drift not checked: its applied migrations do not replay here.")
         else:
@@ -147,6 +149,10 @@ def empty_report(project: Project) -> StatusReport:
     """The matrix with no column yet (a project whose every environment is a fleet: their columns are added)."""
     rows = [MigrationRow(m.name, m.checksum) for m in project.migrations().files]
     return StatusReport(envs=[], migrations=rows, warnings=[], wrangler_processes=0, database=project.config.database)
+
+
+def _recorded(project: Project, env: Environment, state: EnvState) -> Callable[[], dict[str, DatabaseSchema]]:
+    return lambda: read_recorded_schemas(project.wrangler, env, state.schema)
 
 
 def _bind(read: Callable[[Environment], EnvState], env: Environment) -> Callable[[], EnvState]:

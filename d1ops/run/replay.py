@@ -3,7 +3,8 @@
 A copy is a scratch local D1 (`scratch.py`) loaded with the environment's data (a backup's dump, a fresh
 export) or, when no data was taken, with its schema alone. On it:
 - an all-or-nothing run whose batch failed finds the migration, the statement and SQLite's message;
-- a rehearsal applies the pending migrations one by one, timing each and counting the rows it changed.
+- a rehearsal applies the pending migrations one by one, timing each and telling what it did to the data:
+  rows inserted, updated and deleted per table, the rows lost to ON DELETE actions, the row guard's verdict.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,9 @@ from d1ops.backups.scratch import ScratchD1
 from d1ops.errors import WranglerError
 from d1ops.project.migrations import MigrationFile
 from d1ops.run.tracking import TRACKING_DDL, actor, migration_batch
-from d1ops.sql.schema import DatabaseSchema
+from d1ops.sql.rowchanges import table_changes
+from d1ops.sql.rowguard import UNGUARDED, losses_between, row_guard
+from d1ops.sql.schema import DatabaseSchema, read_schema_sqlite
 from d1ops.sql.text import iter_statements, sql_for_batch, strip_comments
 from d1ops.support import progress
 
@@ -160,15 +163,18 @@ def shorten(statement: str, limit: int = 240) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-# -- rehearsal --------------------------------------------------------------------------------------------------
+# -- rehearsal ----------------------------------------------------------------------------------------------------
 @dataclass
 class Rehearsed:
     name: str
-    result: str  # applied | failed | not run
+    result: str  # applied | failed | check failed | refused by the row guard | not run
     duration_ms: int | None = None
-    rows_changed: dict[str, int] = field(default_factory=dict)  # table → rows after − rows before
+    rows_changed: dict[str, int] = field(default_factory=dict)  # table → rows after − rows before (net)
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)  # table → inserted, updated, deleted
     tables_created: list[str] = field(default_factory=list)
     tables_dropped: list[str] = field(default_factory=list)
+    victims: list[dict[str, object]] = field(default_factory=list)  # rows lost where it neither deletes nor drops
+    row_guard: str = "passes"  # passes | refuses | off | not run (the copy could not be read)
     checks: list[dict[str, object]] = field(default_factory=list)
     error: str | None = None
     statement: str | None = None
@@ -183,14 +189,22 @@ def verify_checks(sql: str) -> list[str]:
     return [line[len(VERIFY_MARK) :].strip() for line in lines if line.startswith(VERIFY_MARK)]
 
 
-def rehearse_on(copy: Copy, pending: list[MigrationFile], work: Path) -> list[Rehearsed]:
-    """Apply `pending` to the copy one at a time: one process each; counts and checks read from its file."""
+def rehearse_on(copy: Copy, pending: list[MigrationFile], work: Path, *, row_guard_on: bool = True) -> list[Rehearsed]:
+    """Apply `pending` to the copy one at a time: one process each. Around each, the copy is snapshotted with
+    sqlite3 (no process): the two snapshots give the rows it inserted, updated and deleted per table, and the
+    row guard's counts (every table's rows, every SET NULL / SET DEFAULT link) taken on both name the victims
+    (rows lost in tables it neither deletes from nor drops, with the cause) and whether the guard would refuse
+    it (`row_guard_on`: the environment's `row_guard`)."""
     who = actor()
     results = [Rehearsed(m.name, "not run") for m in pending]
+    snapshots = [work / "rehearse-a.sqlite", work / "rehearse-b.sqlite"]
+    for path in snapshots:
+        path.unlink(missing_ok=True)
+    have_before = copy.scratch.snapshot(snapshots[0])
     for i, (m, outcome) in enumerate(zip(pending, results, strict=True)):
         progress.step(f"Rehearsing {m.name} on a scratch copy ({i + 1}/{len(pending)})")
         sql = m.read_sql()
-        before = copy.scratch.table_counts()
+        before, after = snapshots[i % 2], snapshots[(i + 1) % 2]
         batch = work / f"rehearse-{i:04d}.sql"
         batch.write_text(migration_batch(m, sql_for_batch(sql), who), encoding="utf-8")
         started = time.monotonic()
@@ -203,19 +217,52 @@ def rehearse_on(copy: Copy, pending: list[MigrationFile], work: Path) -> list[Re
             break
         outcome.duration_ms = int((time.monotonic() - started) * 1000)
         outcome.result = "applied"
-        after = copy.scratch.table_counts()
-        outcome.tables_created = sorted(set(after) - set(before))
-        outcome.tables_dropped = sorted(set(before) - set(after))
-        outcome.rows_changed = {
-            t: after.get(t, 0) - before.get(t, 0)
-            for t in sorted(set(before) | set(after))
-            if after.get(t, 0) != before.get(t, 0)
-        }
+        after.unlink(missing_ok=True)
+        if have_before and copy.scratch.snapshot(after):
+            effect_on_data(outcome, before, after, sql, guard_on=row_guard_on)
+        else:
+            outcome.row_guard = "not run"
+        have_before = after.is_file()
         outcome.checks = run_checks(copy.scratch, verify_checks(sql))
+        if outcome.row_guard == "refuses":
+            outcome.result = "refused by the row guard"
+            break
         if any(not c["passed"] for c in outcome.checks):
             outcome.result = "check failed"
             break
+    for path in snapshots:
+        path.unlink(missing_ok=True)
     return results
+
+
+def effect_on_data(outcome: Rehearsed, before: Path, after: Path, sql: str, *, guard_on: bool = True) -> None:
+    """Fill in what one migration did to the data, from snapshots of the copy before and after it."""
+    changes = table_changes(before, after, leave_out=UNGUARDED)
+    outcome.rows = {c.table: {"inserted": c.inserted, "updated": c.updated, "deleted": c.deleted} for c in changes}
+    outcome.rows_changed = {c.table: c.net for c in changes if c.net}
+    outcome.tables_created = sorted(c.table for c in changes if c.rows_before is None)
+    outcome.tables_dropped = sorted(c.table for c in changes if c.rows_after is None)
+    old = sqlite3.connect(f"file:{before}?mode=ro", uri=True)
+    new = sqlite3.connect(f"file:{after}?mode=ro", uri=True)
+    try:
+        guard = row_guard(read_schema_sqlite(old), [(outcome.name, sql)], honour_declarations=False)
+        losses = losses_between(guard, old, new)
+    finally:
+        old.close()
+        new.close()
+    outcome.victims = [asdict(loss) for loss in losses]
+    refused = [loss for loss in losses if loss.declared is None]
+    if not guard_on:
+        outcome.row_guard = "off"
+        if refused:  # nothing stops it: the run does not fail, the victims above are what it loses
+            outcome.error = "row_guard is off for this environment: migrate would apply it and lose the rows above."
+        return
+    outcome.row_guard = "refuses" if refused else "passes"
+    if refused:
+        outcome.error = (
+            f"the row guard would refuse it, so migrate applies nothing of it ({len(refused)} undeclared "
+            "loss(es) above). If the loss is intended, declare it: `-- d1ops: loses rows in TABLE[, TABLE…] <reason>`."
+        )
 
 
 def run_checks(scratch: ScratchD1, checks: Iterable[str]) -> list[dict[str, object]]:

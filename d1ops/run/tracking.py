@@ -5,6 +5,9 @@
 - `d1ops_migrations` holds what wrangler lacks: the checksum of each applied file, who applied it, how long it took.
 - `d1ops_lock` holds at most one row: the run that may change the database, and when its lease expires. A lease
   that has expired (its run died, or ran far past any sane length) is taken over by the next run, with a warning.
+- `d1ops_schema` holds the schema `adopt` recorded with the history it adopted, one row per object (so each
+  INSERT stays far below D1's 100,000-byte statement): what drift compares a database against when that history
+  does not replay on an empty database. Only adopt creates it.
 
 A migration's SQL and both tracking rows go to wrangler in one `execute --file`, which D1 runs atomically:
 a failing statement records nothing.
@@ -23,14 +26,15 @@ from datetime import UTC, datetime
 from d1ops.errors import WranglerError
 from d1ops.project.config import Environment
 from d1ops.project.migrations import MigrationFile
-from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, schema_from
+from d1ops.sql.schema import SCHEMA_READ, DatabaseSchema, SchemaObject, schema_from
 from d1ops.sql.text import quote
 from d1ops.wrangler.runner import Wrangler
 
 WRANGLER_TABLE = "d1_migrations"
 CHECKSUM_TABLE = "d1ops_migrations"
 LOCK_TABLE = "d1ops_lock"
-TRACKING_TABLES = (WRANGLER_TABLE, CHECKSUM_TABLE, LOCK_TABLE)
+SCHEMA_TABLE = "d1ops_schema"
+TRACKING_TABLES = (WRANGLER_TABLE, CHECKSUM_TABLE, LOCK_TABLE, SCHEMA_TABLE)
 
 # wrangler 4.86.0's initMigrationsTable, character for character.
 WRANGLER_DDL = f"""CREATE TABLE IF NOT EXISTS {WRANGLER_TABLE}(
@@ -51,8 +55,18 @@ LOCK_DDL = f"""CREATE TABLE IF NOT EXISTS {LOCK_TABLE}(
   acquired_at TEXT NOT NULL,
   expires_at  TEXT
 );"""
+SCHEMA_DDL = f"""CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE}(
+  through     TEXT NOT NULL,
+  seq         INTEGER NOT NULL,
+  type        TEXT NOT NULL,
+  name        TEXT NOT NULL,
+  tbl_name    TEXT NOT NULL,
+  sql         TEXT,
+  recorded_at TEXT NOT NULL,
+  PRIMARY KEY (through, seq)
+);"""
 TRACKING_DDL = f"{WRANGLER_DDL}\n{CHECKSUM_DDL}\n{LOCK_DDL}"
-"""Every tracking table, created where it is missing (what a run does first, in its lock call)."""
+"""The tracking tables every run creates where they are missing (in its lock call); adopt adds SCHEMA_DDL."""
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 
 
@@ -248,6 +262,20 @@ def adopted_rows(files: list[MigrationFile], applied_by: str) -> str:
     return "".join(parts)
 
 
+def record_schema_sql(through: str, schema: DatabaseSchema) -> str:
+    """The statements adopt's batch holds to record `schema` (tracking tables left out) as the database's when
+    its history was adopted through `through`; a schema recorded before for the same name is replaced."""
+    parts = [SCHEMA_DDL, f"\nDELETE FROM {SCHEMA_TABLE} WHERE through = {quote(through)};\n"]
+    kept = [o for o in schema.objects if o.name not in TRACKING_TABLES and o.tbl_name not in TRACKING_TABLES]
+    for seq, o in enumerate(kept, 1):
+        sql = "NULL" if o.sql is None else quote(o.sql)
+        parts.append(
+            f"INSERT INTO {SCHEMA_TABLE}(through, seq, type, name, tbl_name, sql, recorded_at) VALUES "
+            f"({quote(through)}, {seq}, {quote(o.type)}, {quote(o.name)}, {quote(o.tbl_name)}, {sql}, {NOW});\n"
+        )
+    return "".join(parts)
+
+
 def rolled_back_rows(name: str) -> str:
     """Both tracking rows of one migration removed (after its down file, in the same batch: `d1ops rollback`)."""
     quoted = quote(name)
@@ -265,3 +293,28 @@ def adopt_checksums_sql(files: tuple[MigrationFile, ...], owner: str) -> str:
         f"WHERE m.name NOT IN (SELECT name FROM {CHECKSUM_TABLE})\n"
         f"  AND EXISTS (SELECT 1 FROM {LOCK_TABLE} WHERE id = 1 AND owner = {quote(owner)});"
     )
+
+
+def read_recorded_schemas(
+    wrangler: Wrangler, env: Environment, live: DatabaseSchema | None
+) -> dict[str, DatabaseSchema]:
+    """What adopt recorded in `env`: the migration adopted through → the schema then. One wrangler process, only
+    when its live schema (read before) has adopt's table; else {} and none. Drift reads it only for a history
+    that does not replay."""
+    if live is None or SCHEMA_TABLE not in {t.lower() for t in live.tables}:
+        return {}
+    try:
+        rows = wrangler.execute(
+            env, command=f"SELECT through, type, name, tbl_name, sql FROM {SCHEMA_TABLE} ORDER BY through, seq"
+        )[0].results
+    except WranglerError as exc:
+        if "no such table" in exc.detail:
+            return {}
+        raise
+    objects: dict[str, list[SchemaObject]] = {}
+    for r in rows:
+        sql = r.get("sql")
+        objects.setdefault(str(r["through"]), []).append(
+            SchemaObject(str(r["type"]), str(r["name"]), str(r["tbl_name"]), None if sql is None else str(sql))
+        )
+    return {through: DatabaseSchema(tuple(objs)) for through, objs in objects.items()}

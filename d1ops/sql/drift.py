@@ -81,11 +81,17 @@ def check_drift(expected: DatabaseSchema, live: DatabaseSchema) -> list[DriftIte
     return items
 
 
-def replay_schema(migrations: Sequence[tuple[str, str]]) -> DatabaseSchema | None:
-    """The schema these (name, SQL) migrations build from an empty database, or None when one of their
-    schema statements fails here (the history does not replay: take what adopt recorded instead)."""
+def replay_schema(migrations: Sequence[tuple[str, str]], start: DatabaseSchema | None = None) -> DatabaseSchema | None:
+    """The schema these (name, SQL) migrations build from an empty database (or from `start`: the schema adopt
+    recorded), or None when one of their schema statements fails here (the history does not replay: take what
+    adopt recorded instead, see `schema_after_adopt`)."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
+        for ddl in start.restore_ddl() if start is not None else ():
+            try:
+                conn.execute(ddl)
+            except sqlite3.Error:
+                return None  # e.g. a module this SQLite lacks: the recorded schema cannot be rebuilt here
         for _, sql in migrations:
             for statement in split_statements(sql):
                 try:
@@ -96,6 +102,19 @@ def replay_schema(migrations: Sequence[tuple[str, str]]) -> DatabaseSchema | Non
         return read_schema_sqlite(conn)
     finally:
         conn.close()
+
+
+def schema_after_adopt(
+    applied: Sequence[tuple[str, str]], recorded: dict[str, DatabaseSchema]
+) -> DatabaseSchema | None:
+    """The schema a database whose history was adopted should have: what adopt recorded with the newest applied
+    migration it was recorded for, then the (name, SQL) migrations applied after that one, replayed on it. None
+    when nothing was recorded for any applied migration, or the later ones do not replay."""
+    names = [name for name, _ in applied]
+    through = next((n for n in reversed(names) if n in recorded), None)
+    if through is None:
+        return None
+    return replay_schema(applied[names.index(through) + 1 :], recorded[through])
 
 
 def schema_to_json(schema: DatabaseSchema) -> list[dict[str, str | None]]:

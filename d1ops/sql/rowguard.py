@@ -29,7 +29,7 @@ GUARD_TABLE = "_d1ops_guard"
 LOST_TABLE = "_d1ops_guard_lost"
 GUARD_MARK = "d1ops row guard"
 # Tables whose rows the batch itself changes: the tracking tables (the release deletes the lock row).
-UNGUARDED = {"d1_migrations", "d1ops_migrations", "d1ops_lock", GUARD_TABLE, LOST_TABLE}
+UNGUARDED = {"d1_migrations", "d1ops_migrations", "d1ops_lock", "d1ops_schema", GUARD_TABLE, LOST_TABLE}
 LOSS_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT")
 DECLARATION = re.compile(r"^\s*--\s*d1ops:\s*loses\s+rows\s+in\s+(?P<rest>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -129,6 +129,7 @@ def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) 
     """Run the migrations' statements in `conn` (a schema without rows), noting what each does to tables."""
     effects = Effects()
     current: list[str] = ["", ""]  # migration, statement
+    altered: list[str] = []
 
     def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, trigger: str | None) -> int:
         if trigger is not None or arg1 is None:
@@ -142,7 +143,7 @@ def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) 
             effects.deleted[name] = f"DROP TABLE {arg1}"
             effects.where[name] = current[0]
         elif action == sqlite3.SQLITE_ALTER_TABLE and arg2 is not None:
-            effects.renamed.add(arg2.lower())
+            altered.append(arg2)  # renamed only if its name is gone after the statement (not ADD COLUMN)
         elif action == sqlite3.SQLITE_UPDATE and arg2 is not None:
             effects.updated.add((name, arg2.lower()))
         return sqlite3.SQLITE_OK
@@ -153,13 +154,22 @@ def effects_of(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]]) 
             current[0] = name
             effects.declared.update(declared_losses(sql))
             for statement in split_statements(sql):
+                altered.clear()
                 try:
                     replay_statement(conn, statement)
                 except sqlite3.Error:
                     continue  # the batch itself will report it
+                for table in altered:
+                    if not _exists(conn, table):
+                        effects.renamed.add(table.lower())
     finally:
         conn.set_authorizer(None)
     return effects
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    """(A read: the authorizer notes nothing of it.)"""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE lower(name) = lower(?)", (table,)).fetchone() is not None
 
 
 def _causes(schema: DatabaseSchema, effects: Effects) -> dict[tuple[str, str], str]:
@@ -194,11 +204,14 @@ def _default_of(conn: sqlite3.Connection, table: str, column: str) -> str | None
     return next((r[4] for r in rows if str(r[1]).lower() == column.lower()), None)
 
 
-def row_guard(schema: DatabaseSchema, migrations: Sequence[tuple[str, str]]) -> RowGuard:
+def row_guard(
+    schema: DatabaseSchema, migrations: Sequence[tuple[str, str]], *, honour_declarations: bool = True
+) -> RowGuard:
     """The guard's statements for a batch that applies these (name, SQL) changes to a database of `schema`.
 
     `start` goes first in the batch (after the lease guard), `end` after the last change's SQL. Pure: it
-    starts no process; the schema is the one the run read under its lock.
+    starts no process; the schema is the one the run read under its lock. `honour_declarations=False` watches
+    the declared tables too (a rehearsal names every victim, and says which ones were declared).
     """
     conn = scratch_of(schema)
     try:
@@ -210,7 +223,9 @@ def row_guard(schema: DatabaseSchema, migrations: Sequence[tuple[str, str]]) -> 
         effects = effects_of(conn, migrations)
     finally:
         conn.close()
-    expected = set(effects.deleted) | effects.dropped | effects.renamed | set(effects.declared)
+    expected = set(effects.deleted) | effects.dropped | effects.renamed
+    if honour_declarations:
+        expected |= set(effects.declared)
     causes = _causes(schema, effects)
     guarded: list[Guarded] = []
     for table in schema.tables:
@@ -276,6 +291,34 @@ def _end(guarded: list[Guarded], names: list[str]) -> list[str]:
         f"DROP TABLE {ident(LOST_TABLE)}",
         f"DROP TABLE {ident(GUARD_TABLE)}",
     ]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Rows (or links) a table lost that the change neither deletes nor drops itself."""
+
+    table: str
+    what: str  # "rows", or "links in account_id"
+    lost: int
+    cause: str  # e.g. "ON DELETE CASCADE from DROP TABLE accounts in 0003_rebuild.sql"; "" when unknown
+    declared: str | None  # the reason of its `-- d1ops: loses rows in` line; None: not declared (the guard refuses)
+
+    def describe(self) -> str:
+        return f"{self.table} lost {self.lost} {self.what}" + (f" ({self.cause})" if self.cause else "")
+
+
+def losses_between(guard: RowGuard, before: sqlite3.Connection, after: sqlite3.Connection) -> list[Loss]:
+    """The guard's counts taken on a database before and after the change (a rehearsal's two snapshots): what
+    the same counts inside the batch would find lost. Pure: two sqlite3 connections, no process."""
+    losses = []
+    for g in guard.guarded:
+        try:
+            was, now = (int(c.execute(g.count_sql()).fetchone()[0]) for c in (before, after))
+        except sqlite3.Error:
+            continue  # a table this SQLite cannot read (a module it lacks)
+        if now < was:
+            losses.append(Loss(g.table, g.what, was - now, g.cause, guard.effects.declared.get(g.table.lower())))
+    return losses
 
 
 def row_guard_warning(env: Environment) -> str | None:
