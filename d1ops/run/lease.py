@@ -127,8 +127,8 @@ def lock_and_read_state(
 
 # The first statement of every apply batch: if this run no longer holds the lease (it expired and another run
 # took it over, or someone ran `d1ops unlock`), it fails on NOT NULL (checked before the key) and D1 rejects the
-# whole batch: a run never changes a database under a lease that is not its own.
-LEASE_LOST = f"NOT NULL constraint failed: {LOCK_TABLE}.owner"
+# whole batch: a run never changes a database under a lease that is not its own. (Which it was is read from the
+# lock row after a failed batch, never from the error's text: run/apply.py's `lease_lost`.)
 
 
 def lease_guard_sql(owner: str) -> str:
