@@ -280,6 +280,50 @@ def test_whole_database_restore_round_trip(proj: Proj, fmt: str) -> None:
     assert lock_rows(proj) == []
 
 
+def test_a_whole_restore_shows_each_tables_rows_now_and_after_before_the_confirmation(proj: Proj) -> None:
+    from d1ops.changes.restore import restore_backup
+    from d1ops.errors import GateRefused
+    from d1ops.project.project import open_projects
+    from d1ops.run.sequence import RunFailed
+
+    config = proj.config.read_text(encoding="utf-8")
+    proj.config.write_text(config.replace("    backup: skip\n", "    backup: skip\n    protected: true\n", 1))
+    folder = take_backup(proj, "--env", "dev")
+    users = proj.query("SELECT count(*) FROM users")[0][0]
+    sql(
+        proj,
+        "DELETE FROM sessions; CREATE TABLE scratch_notes (id INTEGER PRIMARY KEY); "
+        "INSERT INTO scratch_notes DEFAULT VALUES",
+    )
+    before = snapshot(proj, APP_TABLES)
+    shown: list[str] = []
+
+    def confirm(env: Any, description: str) -> None:
+        shown.append(description)
+        raise GateRefused("Confirmation did not match 'dev': nothing was changed.")
+
+    with pytest.raises(RunFailed) as refused:
+        restore_backup(
+            open_projects(proj.config)[0],
+            folder,
+            "dev",
+            from_other_env=False,
+            allow_cascade=False,
+            dry_run=False,
+            confirm=confirm,
+        )
+    assert "nothing was changed" in refused.value.message
+    [text] = shown
+    lines = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.startswith("  ")}
+    # TABLE ROWS BEFORE INSERTED UPDATED DELETED: dropped and recreated, each loses what it has and gains the backup's
+    assert lines["sessions"] == ["3", "0", "3", "-", "0"]
+    assert lines["users"] == [str(users), str(users), str(users), "-", str(users)]
+    assert lines["scratch_notes"] == ["0", "1", "0", "-", "1"]  # the backup lacks it: dropped
+    assert "tables the backup lacks are dropped: scratch_notes" in text
+    assert refused.value.report.wrangler_processes == 3  # lock + state + schema, the row counts, the release
+    assert snapshot(proj, APP_TABLES) == before
+
+
 def test_restore_refuses_corrupt_backup_other_env_and_unconfirmed_production(proj: Proj) -> None:
     folder = take_backup(proj, "users", "--env", "dev")
     dump = folder / "dump.sql"

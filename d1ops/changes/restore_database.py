@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from dataclasses import asdict
 from typing import Any, TextIO
 
 from d1ops.backups.dumpfile import SQL_DUMP, dump_sqlite, write_compact_dump
 from d1ops.backups.layout import SQL, format_of
-from d1ops.changes.restore import BackupRestore
+from d1ops.changes.restore import BackupRestore, rows_table
 from d1ops.run.apply import Batch
 from d1ops.run.lease import clear_lock_sql
 from d1ops.run.sequence import Run
@@ -33,6 +34,8 @@ def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, 
 
 
 class DatabaseRestore(BackupRestore):
+    dropped_rows: dict[str, int | None] = {}  # noqa: RUF012 - replaced per run by plan(); tables the backup lacks
+
     def read(self, run: Run) -> None:
         if run.dry_run:
             self.schema = read_schema(run.wrangler, self.env)
@@ -52,21 +55,43 @@ class DatabaseRestore(BackupRestore):
         lost = [o.name for o in schema.of_type("view") if o.name.lower() not in views]
         if lost:
             run.report.warnings.append(f"views {', '.join(lost)} are not in the backup: they are dropped")
-        if run.dry_run:
+        if run.dry_run or self.env.protected:  # what the dry run and the confirmation show: 1 process
             live = {t.lower(): t for t in schema.tables}
             present = [live[t.name.lower()] for t in result.tables if t.name.lower() in live]
-            self._note_rows_before(count_rows(run.wrangler, self.env, present))
+            counts = count_rows(run.wrangler, self.env, present + result.dropped_tables)
+            self._note_rows_before(counts)
+            self.dropped_rows = {t: counts.get(t) for t in result.dropped_tables}
         return True
 
     def describe(self) -> str:
         rows = sum(t.rows for t in self.result.tables)
         dropped = self.result.dropped_tables
         also = f"; tables the backup lacks are dropped: {', '.join(dropped)}" if dropped else ""
-        return (
+        lines = [
             f"Restore the WHOLE database of {self.env.name} from backup {self.folder}{self.taken()}: every table is "
             f"dropped and recreated from the backup ({len(self.result.tables)} tables, {rows} rows), d1_migrations "
-            f"included{also}. A verified pre-restore backup is taken first."
-        )
+            f"included{also}. Each table loses the rows it has now (DELETED) and gains the backup's (INSERTED):",
+            rows_table(
+                [
+                    {**asdict(t), "inserted": t.rows, "deleted": t.rows_before, "updated": None}
+                    for t in self.result.tables
+                ]
+                + [
+                    {
+                        "name": t,
+                        "rows": 0,
+                        "rows_before": n,
+                        "inserted": 0,
+                        "deleted": n,
+                        "updated": None,
+                        "recreated": False,
+                    }
+                    for t, n in self.dropped_rows.items()
+                ]
+            ),
+            "A verified pre-restore backup is taken first.",
+        ]
+        return "\n".join(lines)
 
     def apply(self, run: Run) -> None:
         self.record_safety(run)
