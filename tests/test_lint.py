@@ -175,3 +175,22 @@ def test_replays_compile_rows_but_never_generate_them() -> None:
     schema = replay_schema([("0001_slow.sql", GENERATOR)])
     assert schema is not None and {o.name for o in schema.objects} >= {"slow", "slow_v"}
     assert lint_history([("0001_slow.sql", GENERATOR)]) == []
+
+
+def test_a_scratch_table_the_file_made_drops_freely_and_an_fts5_drop_is_destructive() -> None:
+    """Found by linting public histories: a sentinel table created and dropped in the same file lost nothing
+    that was there before (it was flagged); a DROP of an FTS5 table loses its rows (it was not)."""
+    history = [
+        (
+            "0001_init.sql",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);\n"
+            "CREATE VIRTUAL TABLE notes_fts USING fts5(body);\n",
+        ),
+        ("0002_check.sql", "CREATE TABLE _guard (n INTEGER);\nINSERT INTO _guard VALUES (1);\nDROP TABLE _guard;\n"),
+        ("0003_drop_fts.sql", "DROP TABLE notes_fts;\n"),
+        ("0004_drop_notes.sql", "CREATE TABLE _copy AS SELECT * FROM notes;\nDROP TABLE notes;\n"),
+    ]
+    found = [(f.file, f.line, f.rule) for f in lint_history(history)]
+    assert ("0003_drop_fts.sql", 1, "destructive") in found
+    assert ("0004_drop_notes.sql", 2, "destructive") in found  # notes was there before this file
+    assert not [f for f in found if f[0] == "0002_check.sql"]

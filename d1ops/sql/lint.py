@@ -59,6 +59,10 @@ class _Actions:
     read: set[str] = field(default_factory=set)
     altered: list[str] = field(default_factory=list)
     pragmas: list[tuple[str, str | None]] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # tables (virtual ones too) this statement creates
+
+
+_CREATES = {sqlite3.SQLITE_CREATE_TABLE, sqlite3.SQLITE_CREATE_TEMP_TABLE, sqlite3.SQLITE_CREATE_VTABLE}
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,10 @@ def _statements(conn: sqlite3.Connection, sql: str) -> list[_Statement]:
     def authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, trigger: str | None) -> int:
         if trigger is not None:
             return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_DROP_TABLE and arg1:
+        if action in (sqlite3.SQLITE_DROP_TABLE, sqlite3.SQLITE_DROP_VTABLE) and arg1:  # FTS5 tables hold data too
             actions.dropped.append(arg1)
+        elif action in _CREATES and arg1:
+            actions.created.append(arg1)
         elif action == sqlite3.SQLITE_DELETE and arg1 and not arg1.lower().startswith("sqlite_"):
             actions.deleted.append(arg1)
         elif action == sqlite3.SQLITE_UPDATE and arg1 and not arg1.lower().startswith("sqlite_"):
@@ -165,6 +171,7 @@ def _judge(name: str, sql: str, statements: list[_Statement]) -> list[Finding]:
     declared = declared_losses(sql)
     marked = bool(DESTRUCTIVE.search(sql))
     added: set[tuple[str, str]] = set()
+    created: set[str] = set()  # tables this file made: dropping one of them loses nothing that was there before
     for i, st in enumerate(statements):
         added |= st.actions.added_columns
         a = st.actions
@@ -188,8 +195,11 @@ def _judge(name: str, sql: str, statements: list[_Statement]) -> list[Finding]:
             ]
             if at_risk:
                 findings.append(_fk_drop(name, st.line, table, at_risk))
-        if not marked and not (st.actions.set_columns and st.actions.set_columns <= added):
+        scratch = bool(a.dropped) and all(t.lower() in created for t in a.dropped)
+        if not marked and not scratch and not (st.actions.set_columns and st.actions.set_columns <= added):
             findings += _destructive(name, st)  # (a backfill of columns this file added destroys nothing)
+        created |= {t.lower() for t in a.created}
+        created -= {t.lower() for t in a.dropped}
     return findings
 
 
