@@ -108,8 +108,8 @@ def _text(node: ast.AST) -> str:
     return "{…}"
 
 
-def tracking_writes(source: str) -> Iterator[tuple[int, str]]:
-    """(line, table) of every string in the code (docstrings left out) that writes a tracking table."""
+def strings_of(source: str) -> Iterator[tuple[int, str]]:
+    """(line, text) of every string in the code (docstrings left out), f-strings and concatenations rendered."""
     tree = ast.parse(source)
     docstrings = {
         id(node.body[0].value)
@@ -120,10 +120,15 @@ def tracking_writes(source: str) -> Iterator[tuple[int, str]]:
         and isinstance(node.body[0].value, ast.Constant)
     }
     for node in ast.walk(tree):
-        if id(node) in docstrings or not isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
-            continue
-        for match in TRACKING_WRITE.finditer(_text(node)):
-            yield node.lineno, match["table"].lower()
+        if id(node) not in docstrings and isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
+            yield node.lineno, _text(node)
+
+
+def tracking_writes(source: str) -> Iterator[tuple[int, str]]:
+    """(line, table) of every string in the code (docstrings left out) that writes a tracking table."""
+    for line, text in strings_of(source):
+        for match in TRACKING_WRITE.finditer(text):
+            yield line, match["table"].lower()
 
 
 def test_tracking_table_sql_is_written_only_where_tracking_and_the_lease_live() -> None:
@@ -155,20 +160,8 @@ def test_the_tracking_sql_check_reads_f_strings_concatenation_and_skips_docstrin
 
 
 def code_strings(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, text) of every string of a module's code, f-strings and concatenations rendered as in
-    `tracking_writes`; docstrings left out."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
-    for node in ast.walk(tree):
-        if id(node) not in docstrings and isinstance(node, ast.Constant | ast.JoinedStr | ast.BinOp):
-            yield node.lineno, _text(node)
+    """(line, text) of every string of a module's code, as `strings_of` reads them."""
+    return strings_of(path.read_text(encoding="utf-8"))
 
 
 def test_the_manifest_name_and_the_environment_name_pattern_are_spelled_once() -> None:

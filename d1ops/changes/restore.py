@@ -33,6 +33,7 @@ from d1ops.run.tracking import LOCK_DDL
 from d1ops.sql.tablediff import Dependent, TableRestore
 from d1ops.sql.text import StatementTooLarge
 from d1ops.support.render import text_table
+from d1ops.wrangler.reads import read_schema
 
 
 @dataclass
@@ -140,6 +141,15 @@ class BackupRestore(RestoreChange):
     ) -> None:
         super().__init__(project, env, result)
         self.folder, self.manifest, self.source_db = folder, manifest, source_db
+
+    def read(self, run: Run) -> None:
+        """The lock, the state and the schema in one process (a dry run reads the schema alone)."""
+        if run.dry_run:
+            self.schema = read_schema(run.wrangler, self.env)
+            return
+        run.lock_and_read(with_schema=True)
+        assert run.schema is not None
+        self.schema = run.schema
 
 
 def check_backup(folder: Path, manifest: dict[str, Any], env: Environment, db: Path, *, from_other_env: bool) -> None:

@@ -17,7 +17,7 @@ from d1ops.run.tracking import LOCK_TABLE
 from d1ops.sql.schema import DatabaseSchema, lower, read_schema_sqlite
 from d1ops.sql.tablediff import TableRestore
 from d1ops.sql.text import ident
-from d1ops.wrangler.reads import count_rows, read_schema
+from d1ops.wrangler.reads import count_rows
 
 
 def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, always: bool) -> None:
@@ -35,14 +35,6 @@ def warn_virtual(run: Run, schema: DatabaseSchema, manifest: dict[str, Any], *, 
 
 class DatabaseRestore(BackupRestore):
     dropped_rows: dict[str, int | None] = {}  # noqa: RUF012 - replaced per run by plan(); tables the backup lacks
-
-    def read(self, run: Run) -> None:
-        if run.dry_run:
-            self.schema = read_schema(run.wrangler, self.env)
-            return
-        run.lock_and_read(with_schema=True)
-        assert run.schema is not None
-        self.schema = run.schema
 
     def plan(self, run: Run) -> bool:
         result, schema = self.result, self.schema

@@ -43,7 +43,6 @@ from d1ops.sql.schema import (
 from d1ops.sql.tablediff import Dependent, TablePlan, delete_statements, in_list, key_literals, upsert_statements
 from d1ops.sql.text import KEYS_PER_STATEMENT, ident, join_commands, multi_row
 from d1ops.support.files import utc_now
-from d1ops.wrangler.reads import read_schema
 
 
 class TablesRestore(BackupRestore):
@@ -60,15 +59,6 @@ class TablesRestore(BackupRestore):
     ) -> None:
         super().__init__(project, env, result, folder, manifest, source_db)
         self.allow_cascade = allow_cascade
-
-    def read(self, run: Run) -> None:
-        """The lock, the state and the schema in one process (a dry run reads the schema alone)."""
-        if run.dry_run:
-            self.schema = read_schema(run.wrangler, self.env)
-            return
-        run.lock_and_read(with_schema=True)
-        assert run.schema is not None
-        self.schema = run.schema
 
     def plan(self, run: Run) -> bool:
         """Read the live rows of the tables (one export, that the pre-restore backup then keeps as its dump), work
